@@ -1,0 +1,244 @@
+"""The boxes of the MLP-Mixer figure as Keras layers: the paper's equations, nothing else.
+
+Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
+
+    PatchEmbedding   image (N, H, W, C_in) -> tokens (N, S, C)       the "stem"
+    MlpBlock         Dense(mlp_dim) -> GELU -> Dense(in_dim)          used for both mixings
+    DropPath         per-sample stochastic depth on a residual branch
+    MixerBlock       x += T(MLP_tokens(T(LN(x))));  x += MLP_channels(LN(x))
+
+Only `keras.ops` / `keras.layers` are used, so every layer runs on the TensorFlow, JAX and
+PyTorch backends. Sub-layer names mirror the official Flax checkpoint (`token_mixing/Dense_0`,
+`LayerNorm_1`, ...), which makes weight conversion a rename table (see `checkpoints.py`).
+The model assembly (pre-head norm, pooling, head) lives in `model.py`.
+"""
+
+import keras
+from keras import ops
+
+PACKAGE = "keras_mixer"
+
+
+def _pair(value):
+    """`16` -> `(16, 16)`; `(16, 8)` stays."""
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(value)
+
+
+def mixed_precision_safe_dtype(dtype_policy):
+    """The policy for numerically sensitive layers (norms, head): float32 under mixed precision.
+
+    Under `mixed_float16` / `mixed_bfloat16` the layer norms and the classifier head keep a
+    float32 compute dtype, as the Keras mixed-precision guide recommends; otherwise they follow
+    the given policy.
+    """
+    policy = keras.dtype_policies.get(dtype_policy) if dtype_policy else keras.config.dtype_policy()
+    if policy.compute_dtype in ("float16", "bfloat16"):
+        return "float32"
+    return policy
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PatchEmbedding(keras.layers.Layer):
+    """Non-overlapping patch embedding: the stem of the Mixer.
+
+    A convolution with kernel = stride = patch size and `hidden_dim` filters, whose output grid
+    is flattened row-major into tokens: (N, H, W, C_in) -> (N, (H/ph)·(W/pw), hidden_dim).
+    Kernel lecun-normal, bias zero (as the official model). Input height and width must be
+    multiples of the patch size (the model checks this at construction).
+
+    Example:
+    >>> import numpy as np
+    >>> stem = PatchEmbedding(hidden_dim=8, patch_size=4)
+    >>> tuple(stem(np.zeros((2, 28, 28, 1), "float32")).shape)
+    (2, 49, 8)
+    """
+
+    def __init__(self, hidden_dim, patch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.patch_size = _pair(patch_size)
+
+    def build(self, input_shape):
+        num_channels = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.patch_size, num_channels, self.hidden_dim),
+            initializer="lecun_normal",
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.hidden_dim,), initializer="zeros")
+        # A wrong channel count at call time fails here, naming the layer and both shapes.
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: num_channels})
+
+    def call(self, images):
+        patches = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
+        patches = patches + self.bias
+        # (batch, grid_h, grid_w, channels) -> (batch, tokens, channels), row-major.
+        _, grid_h, grid_w, channels = ops.shape(patches)
+        return ops.reshape(patches, (-1, grid_h * grid_w, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        grid_h = None if height is None else height // self.patch_size[0]
+        grid_w = None if width is None else width // self.patch_size[1]
+        tokens = None if grid_h is None or grid_w is None else grid_h * grid_w
+        return (batch, tokens, self.hidden_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "patch_size": self.patch_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MlpBlock(keras.layers.Layer):
+    """`Dense(in_dim)(GELU(Dense(mlp_dim)(x)))` along the last axis.
+
+    The paper's MLP, shared by token mixing (last axis = tokens) and channel mixing (last axis =
+    channels). Optional dropout after the GELU and after the output projection (timm's
+    placement; the official model has none). Kernels lecun-normal, biases zero.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(MlpBlock(mlp_dim=32)(np.zeros((2, 49, 8), "float32")).shape)
+    (2, 49, 8)
+    """
+
+    def __init__(self, mlp_dim, gelu_approximate=True, dropout_rate=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp_dim = int(mlp_dim)
+        self.gelu_approximate = bool(gelu_approximate)
+        self.dropout_rate = float(dropout_rate)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        in_dim = input_shape[-1]
+        dense = dict(kernel_initializer="lecun_normal", dtype=self.dtype_policy)
+        self.dense_0 = keras.layers.Dense(self.mlp_dim, name="Dense_0", **dense)
+        self.dense_1 = keras.layers.Dense(in_dim, name="Dense_1", **dense)
+        self.dense_0.build(input_shape)
+        self.dense_1.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, x, training=None):
+        x = self.dense_0(x)
+        x = ops.gelu(x, approximate=self.gelu_approximate)
+        x = self.dropout(x, training=training)
+        x = self.dense_1(x)
+        return self.dropout(x, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mlp_dim": self.mlp_dim,
+            "gelu_approximate": self.gelu_approximate,
+            "dropout_rate": self.dropout_rate,
+        }
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops a whole residual branch per sample with probability `rate`.
+
+    Kept samples are scaled by 1 / (1 - rate) so the expectation is unchanged; identity at
+    inference or when `rate == 0`.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(DropPath(0.5)(np.ones((4, 3, 2), "float32"), training=False).shape)
+    (4, 3, 2)
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1). Received: rate={rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.rate > 0 else None
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask_shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = keras.random.uniform(mask_shape, seed=self.seed_generator, dtype=x.dtype) < keep
+        return ops.where(mask, x / keep, ops.zeros_like(x))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MixerBlock(keras.layers.Layer):
+    """One Mixer layer: token mixing, then channel mixing, each pre-norm and residual.
+
+        y = LN_0(x);  x = x + DropPath(T(MLP_tokens(T(y))))     # mixes along tokens
+        y = LN_1(x);  x = x + DropPath(MLP_channels(y))         # mixes along channels
+
+    Two separate LayerNorms (epsilon 1e-6 as the official model), kept in float32 under mixed
+    precision. Input and output: (N, S, C).
+
+    Example:
+    >>> import numpy as np
+    >>> block = MixerBlock(tokens_mlp_dim=16, channels_mlp_dim=32)
+    >>> tuple(block(np.zeros((2, 49, 8), "float32")).shape)
+    (2, 49, 8)
+    """
+
+    def __init__(
+        self,
+        tokens_mlp_dim,
+        channels_mlp_dim,
+        dropout_rate=0.0,
+        drop_path_rate=0.0,
+        gelu_approximate=True,
+        layer_norm_epsilon=1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.tokens_mlp_dim = int(tokens_mlp_dim)
+        self.channels_mlp_dim = int(channels_mlp_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.gelu_approximate = bool(gelu_approximate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+
+        norm_dtype = mixed_precision_safe_dtype(self.dtype_policy)
+        mlp = dict(gelu_approximate=gelu_approximate, dropout_rate=dropout_rate, dtype=self.dtype_policy)
+        self.layer_norm_0 = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=norm_dtype
+        )
+        self.token_mixing = MlpBlock(self.tokens_mlp_dim, name="token_mixing", **mlp)
+        self.layer_norm_1 = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="LayerNorm_1", dtype=norm_dtype
+        )
+        self.channel_mixing = MlpBlock(self.channels_mlp_dim, name="channel_mixing", **mlp)
+        self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        batch, tokens, channels = input_shape
+        self.layer_norm_0.build(input_shape)
+        self.token_mixing.build((batch, channels, tokens))
+        self.layer_norm_1.build(input_shape)
+        self.channel_mixing.build(input_shape)
+
+    def call(self, x, training=None):
+        y = self.layer_norm_0(x)
+        y = ops.transpose(y, (0, 2, 1))  # (batch, tokens, channels) -> (batch, channels, tokens)
+        y = self.token_mixing(y, training=training)
+        y = ops.transpose(y, (0, 2, 1))  # (batch, channels, tokens) -> (batch, tokens, channels)
+        x = x + ops.cast(self.drop_path(y, training=training), x.dtype)
+
+        y = self.layer_norm_1(x)
+        y = self.channel_mixing(y, training=training)
+        return x + ops.cast(self.drop_path(y, training=training), x.dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "tokens_mlp_dim": self.tokens_mlp_dim,
+            "channels_mlp_dim": self.channels_mlp_dim,
+            "dropout_rate": self.dropout_rate,
+            "drop_path_rate": self.drop_path_rate,
+            "gelu_approximate": self.gelu_approximate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }

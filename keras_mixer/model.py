@@ -1,0 +1,318 @@
+"""`MLPMixer`: the whole network as a functional `keras.Model` subclass, and argument checks.
+
+The constructor has three sections: validate the arguments; build the layers and wire the
+graph ending in `super().__init__(inputs, outputs)`; keep every argument for `get_config`.
+Presets (the paper's seven sizes) live in `presets.py`; official weights in `checkpoints.py`.
+"""
+
+import keras
+
+from keras_mixer.layers import PACKAGE, MixerBlock, PatchEmbedding, _pair, mixed_precision_safe_dtype
+
+POOLINGS = ("avg", "max")
+CLASSIFIER_ACTIVATIONS = (None, "softmax")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def _check_size_pair(name, value):
+    """Accept an int or a pair of ints, all positive; return the pair."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive int or a pair (height, width) of positive ints. Received: {name}={value!r}"
+        )
+    return tuple(pair)
+
+
+def _check_rate(name, value):
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
+
+
+def validate_mixer_arguments(
+    *,
+    image_size,
+    patch_size,
+    num_blocks,
+    hidden_dim,
+    tokens_mlp_dim,
+    channels_mlp_dim,
+    num_classes,
+    num_channels,
+    dropout_rate,
+    drop_path_rate,
+    include_top,
+    pooling,
+    classifier_activation,
+    layer_norm_epsilon,
+):
+    """Check every constructor argument; return `(image_size, patch_size)` as (h, w) pairs.
+
+    Raises one `ValueError` naming the argument, what is allowed and what was received.
+    """
+    image_size, patch_size = validate_size_pairs(image_size, patch_size)
+    for name, value in (
+        ("num_blocks", num_blocks),
+        ("hidden_dim", hidden_dim),
+        ("tokens_mlp_dim", tokens_mlp_dim),
+        ("channels_mlp_dim", channels_mlp_dim),
+        ("num_channels", num_channels),
+    ):
+        _check_positive_int(name, value)
+    if include_top:
+        _check_positive_int("num_classes", num_classes)
+    _check_rate("dropout_rate", dropout_rate)
+    _check_rate("drop_path_rate", drop_path_rate)
+    allowed_poolings = POOLINGS if include_top else (None, *POOLINGS)
+    if pooling not in allowed_poolings:
+        raise ValueError(
+            f"`pooling` must be one of {allowed_poolings} when include_top={include_top}. Received: pooling={pooling!r}"
+        )
+    if classifier_activation not in CLASSIFIER_ACTIVATIONS:
+        raise ValueError(
+            f"`classifier_activation` must be one of {CLASSIFIER_ACTIVATIONS} (None gives logits). "
+            f"Received: classifier_activation={classifier_activation!r}"
+        )
+    if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+        raise ValueError(
+            f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={layer_norm_epsilon!r}"
+        )
+    return image_size, patch_size
+
+
+def validate_size_pairs(image_size, patch_size):
+    """Check `image_size` and `patch_size` (ints or pairs) and that patches tile the image.
+
+    Returns both as (height, width) pairs.
+
+    Example:
+    >>> validate_size_pairs(224, (16, 16))
+    ((224, 224), (16, 16))
+    """
+    image_size = _check_size_pair("image_size", image_size)
+    patch_size = _check_size_pair("patch_size", patch_size)
+    for axis, size, patch in zip(("height", "width"), image_size, patch_size):
+        if size % patch:
+            raise ValueError(
+                f"`image_size` must be divisible by `patch_size` so that the image splits into "
+                f"whole patches, but the {axis} {size} is not a multiple of the patch {axis} "
+                f"{patch}. Received: image_size={image_size}, patch_size={patch_size}"
+            )
+    return image_size, patch_size
+
+
+def drop_path_rates(drop_path_rate, num_blocks):
+    """Stochastic-depth rate of each block: linear from 0 to `drop_path_rate`, i / (N - 1) · s."""
+    return [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MLPMixer(keras.Model):
+    """The MLP-Mixer image classifier (Tolstikhin et al., NeurIPS 2021), paper-exact.
+
+    stem (patch embedding) -> `num_blocks` x MixerBlock -> pre-head LayerNorm -> pooling over
+    tokens -> head. Initialisation follows the official model: the head kernel and bias are
+    zero, other kernels lecun-normal, biases zero; stochastic depth grows linearly over blocks
+    from 0 to `drop_path_rate`. Under mixed precision the norms and the head run in float32
+    and the output is float32.
+
+    Args:
+        num_blocks, hidden_dim, tokens_mlp_dim, channels_mlp_dim: the size of the network
+            (paper Table 1: blocks, C, D_S, D_C). Required.
+        num_classes: outputs of the head (used when `include_top=True`). Default 1000.
+        image_size: int or (height, width) of the input. Default 224.
+        patch_size: int or (height, width) of a patch; must divide `image_size`. Default 16.
+        num_channels: channels of the input image. Default 3.
+        dropout_rate: dropout inside every MLP (after GELU and after the output). Default 0.
+        drop_path_rate: stochastic-depth rate of the last block. Default 0.
+        include_top: add the classification head. Default True.
+        pooling: "avg" (official) or "max" over tokens; with `include_top=False` also None,
+            which returns the normalised token features (N, S, C).
+        include_preprocessing: the model takes pixels in [0, 255] and maps them to [-1, 1]
+            (what official checkpoints expect). False: the input is already normalised.
+        classifier_activation: None (logits) or "softmax".
+        gelu_approximate: tanh-approximate GELU, as the official model (timm uses exact erf).
+        layer_norm_epsilon: 1e-6, as the official model.
+        name: the model's name.
+
+    Example:
+    >>> import numpy as np
+    >>> model = MLPMixer(num_classes=10, image_size=28, patch_size=7, num_channels=1,
+    ...                  num_blocks=2, hidden_dim=32, tokens_mlp_dim=16, channels_mlp_dim=64)
+    >>> model.predict(np.zeros((2, 28, 28, 1)), verbose=0).shape
+    (2, 10)
+    """
+
+    def __init__(
+        self,
+        *,
+        num_blocks,
+        hidden_dim,
+        tokens_mlp_dim,
+        channels_mlp_dim,
+        num_classes=1000,
+        image_size=224,
+        patch_size=16,
+        num_channels=3,
+        dropout_rate=0.0,
+        drop_path_rate=0.0,
+        include_top=True,
+        pooling="avg",
+        include_preprocessing=True,
+        classifier_activation=None,
+        gelu_approximate=True,
+        layer_norm_epsilon=1e-6,
+        name="mlp_mixer",
+        **kwargs,
+    ):
+        # --- 1. validate -------------------------------------------------------------------
+        image_size, patch_size = validate_mixer_arguments(
+            image_size=image_size,
+            patch_size=patch_size,
+            num_blocks=num_blocks,
+            hidden_dim=hidden_dim,
+            tokens_mlp_dim=tokens_mlp_dim,
+            channels_mlp_dim=channels_mlp_dim,
+            num_classes=num_classes,
+            num_channels=num_channels,
+            dropout_rate=dropout_rate,
+            drop_path_rate=drop_path_rate,
+            include_top=include_top,
+            pooling=pooling,
+            classifier_activation=classifier_activation,
+            layer_norm_epsilon=layer_norm_epsilon,
+        )
+
+        # --- 2. build the graph --------------------------------------------------------------
+        safe_dtype = mixed_precision_safe_dtype(None)
+        inputs = keras.Input(shape=(*image_size, num_channels), name="images")
+        x = inputs
+        if include_preprocessing:
+            # Pixels [0, 255] -> [-1, 1]: (x - 127.5) / 127.5.
+            x = keras.layers.Rescaling(scale=1 / 127.5, offset=-1.0, name="preprocessing")(x)
+        x = PatchEmbedding(hidden_dim, patch_size, name="stem")(x)
+        for index, rate in enumerate(drop_path_rates(drop_path_rate, num_blocks)):
+            x = MixerBlock(
+                tokens_mlp_dim,
+                channels_mlp_dim,
+                dropout_rate=dropout_rate,
+                drop_path_rate=rate,
+                gelu_approximate=gelu_approximate,
+                layer_norm_epsilon=layer_norm_epsilon,
+                name=f"MixerBlock_{index}",
+            )(x)
+        x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="pre_head_layer_norm", dtype=safe_dtype)(x)
+        if pooling == "avg":
+            x = keras.layers.GlobalAveragePooling1D(name="pooling", dtype=safe_dtype)(x)
+        elif pooling == "max":
+            x = keras.layers.GlobalMaxPooling1D(name="pooling", dtype=safe_dtype)(x)
+        if include_top:
+            x = keras.layers.Dense(
+                num_classes,
+                kernel_initializer="zeros",  # official: zero head kernel and bias
+                bias_initializer="zeros",
+                activation=classifier_activation,
+                name="head",
+                dtype=safe_dtype,
+            )(x)
+        super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
+
+        # --- 3. keep every argument ------------------------------------------------------------
+        self.num_blocks = num_blocks
+        self.hidden_dim = hidden_dim
+        self.tokens_mlp_dim = tokens_mlp_dim
+        self.channels_mlp_dim = channels_mlp_dim
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.dropout_rate = dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.include_top = include_top
+        self.pooling = pooling
+        self.include_preprocessing = include_preprocessing
+        self.classifier_activation = classifier_activation
+        self.gelu_approximate = gelu_approximate
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    @property
+    def grid_size(self):
+        """(rows, columns) of the token grid: image size // patch size."""
+        return tuple(s // p for s, p in zip(self.image_size, self.patch_size))
+
+    @property
+    def num_tokens(self):
+        """S, the number of tokens (patches)."""
+        rows, cols = self.grid_size
+        return rows * cols
+
+    @property
+    def mixer_blocks(self):
+        """The MixerBlock layers, in order."""
+        return [self.get_layer(f"MixerBlock_{i}") for i in range(self.num_blocks)]
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_blocks": self.num_blocks,
+            "hidden_dim": self.hidden_dim,
+            "tokens_mlp_dim": self.tokens_mlp_dim,
+            "channels_mlp_dim": self.channels_mlp_dim,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "num_channels": self.num_channels,
+            "dropout_rate": self.dropout_rate,
+            "drop_path_rate": self.drop_path_rate,
+            "include_top": self.include_top,
+            "pooling": self.pooling,
+            "include_preprocessing": self.include_preprocessing,
+            "classifier_activation": self.classifier_activation,
+            "gelu_approximate": self.gelu_approximate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("image_size", "patch_size"):
+            config[key] = _pair(config[key])
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, weights=None, **overrides):
+        """Build one of the paper's seven configurations, optionally loading official weights.
+
+        Args:
+            preset: one of `keras_mixer.PRESETS` ("mixer_s32", ..., "mixer_h14").
+            weights: None (random init) or the path of an official .npz checkpoint. When
+                `image_size` is K times the checkpoint's (K an integer), the token-mixing
+                weights are resized by the paper's Appendix C scheme (block-diagonal copies,
+                so `tokens_mlp_dim` becomes K² times the preset's).
+            **overrides: any constructor argument (num_classes, image_size, ...).
+
+        Example:
+        >>> model = MLPMixer.from_preset("mixer_s32", num_classes=10, image_size=64)
+        >>> model.num_tokens
+        4
+        """
+        # Imported here: presets and checkpoints both import this module.
+        from keras_mixer.checkpoints import load_official_weights, read_official_checkpoint, resized_config  # noqa: PLC0415
+        from keras_mixer.presets import preset_config  # noqa: PLC0415
+
+        config = {**preset_config(preset), **overrides}
+        if weights is None:
+            return cls(**config)
+        params = read_official_checkpoint(weights)
+        model = cls(**resized_config(config, params))
+        load_official_weights(model, params, allow_resize=True)
+        return model

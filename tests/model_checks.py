@@ -1,0 +1,44 @@
+"""The shared check every model test runs: config round-trip, eager == predict == tf.data,
+`.keras` save/load (safe mode) to identical outputs, and one `fit` step that changes weights."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def run_model_checks(model, images, labels=None, tolerance=1e-5):
+    """Run every generic check on `model`; `tolerance` loosens eager/graph agreement (mixed precision)."""
+    eager = keras.ops.convert_to_numpy(model(images, training=False))
+    predicted = model.predict(images, verbose=0)
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(3)
+    from_dataset = model.predict(dataset, verbose=0)
+    np.testing.assert_allclose(predicted, eager, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(from_dataset, eager, rtol=tolerance, atol=tolerance)
+
+    config = model.get_config()
+    rebuilt = type(model).from_config(config)
+    assert rebuilt.get_config() == config
+    rebuilt.set_weights(model.get_weights())
+    np.testing.assert_allclose(rebuilt.predict(images, verbose=0), predicted, rtol=tolerance, atol=tolerance)
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)  # default safe_mode=True: no code in the file
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == config
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), predicted)
+
+    if labels is not None:
+        before = [w.copy() for w in model.get_weights()]
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        history = model.fit(images, labels, batch_size=len(images), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
+        assert all(changed), "every weight should move after one step"
+    return predicted

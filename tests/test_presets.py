@@ -1,0 +1,55 @@
+import pytest
+
+import keras_mixer
+from keras_mixer import PRESETS, MLPMixer
+
+OFFICIAL_COUNTS = {  # paper-facts / official tests, at 224x224x3 with 1000 classes
+    "mixer_s16": 18_528_264,
+    "mixer_b32": 60_293_428,
+    "mixer_b16": 59_880_472,
+    "mixer_l16": 208_196_168,
+}
+
+
+def test_seven_presets_from_table_1():
+    assert sorted(PRESETS) == sorted(
+        ["mixer_s32", "mixer_s16", "mixer_b32", "mixer_b16", "mixer_l32", "mixer_l16", "mixer_h14"]
+    )
+    for name, count in OFFICIAL_COUNTS.items():
+        assert PRESETS[name]["metadata"]["params"] == count
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_parameter_count_matches_metadata(name):
+    model = MLPMixer.from_preset(name)
+    assert model.count_params() == PRESETS[name]["metadata"]["params"]
+
+
+@pytest.mark.parametrize(
+    "function, preset",
+    [
+        ("MixerS32", "mixer_s32"),
+        ("MixerS16", "mixer_s16"),
+        ("MixerB32", "mixer_b32"),
+        ("MixerB16", "mixer_b16"),
+        ("MixerL32", "mixer_l32"),
+        ("MixerL16", "mixer_l16"),
+        ("MixerH14", "mixer_h14"),
+    ],
+)
+def test_application_functions_build_their_preset(function, preset):
+    config = PRESETS[preset]["config"]
+    patch = config["patch_size"]
+    model = getattr(keras_mixer, function)(num_classes=7, image_size=2 * patch, include_top=True)
+    assert model.hidden_dim == config["hidden_dim"] and model.num_blocks == config["num_blocks"]
+    assert model.patch_size == (patch, patch) and model.num_tokens == 4 and model.num_classes == 7
+
+
+def test_overrides_reach_the_model():
+    model = MLPMixer.from_preset("mixer_s32", num_classes=10, image_size=64, drop_path_rate=0.1, include_top=False)
+    assert model.num_tokens == 4 and not model.include_top and model.drop_path_rate == 0.1
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Expected one of \['mixer_b16'.*'mixer_s32'\]. Received: preset='mixer_x9'"):
+        MLPMixer.from_preset("mixer_x9")
