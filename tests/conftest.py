@@ -17,3 +17,15 @@ def _reset_keras_state():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+
+
+@pytest.fixture(scope="session")
+def fashion_data_dir(tmp_path_factory):
+    """A tfds data dir holding fashion_mnist prepared offline from Debian's files (once per session)."""
+    from training.offline_data import DEBIAN_DIR, prepare_fashion_mnist  # noqa: PLC0415
+
+    if not os.path.isdir(DEBIAN_DIR):
+        pytest.fail(f"{DEBIAN_DIR} is missing: the README's test command installs dataset-fashion-mnist")
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    prepare_fashion_mnist(data_dir)
+    return data_dir

@@ -147,7 +147,8 @@ def _tile(tiles, rows, cols):
 def test_resized_token_mixing_applies_the_old_mlp_to_every_subgrid(checkpoint):
     params, path = checkpoint
     small = MLPMixer(**{**CONFIG, "include_top": False, "pooling": None})
-    load_official_weights(small, path, allow_resize=True)  # head skipped
+    with pytest.warns(UserWarning, match="except the head"):
+        load_official_weights(small, path, allow_resize=True)
     big = MLPMixer(**{**CONFIG, "image_size": 64, "tokens_mlp_dim": 4 * 6, "include_top": False, "pooling": None})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

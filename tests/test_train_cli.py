@@ -1,0 +1,110 @@
+"""End-to-end runs of `python -m training.train` on a slice of the offline Fashion-MNIST."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.training_helpers import ROOT, TINY_RUN, run_train
+
+
+def _history_epochs(model_dir):
+    with open(os.path.join(model_dir, "history.csv")) as file:
+        return [int(row["epoch"]) for row in csv.DictReader(file)]
+
+
+def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy" in result.stdout
+    for name in ("config.json", "best.keras", "best.json", "last.keras", "history.csv", "summary.json", "curves.png"):
+        assert (model_dir / name).exists(), name
+    assert any((model_dir / "logs").rglob("events.out.tfevents*"))
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["splits"]["test"] == "test[:256]"
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["train_images_per_second"] > 0
+    assert summary["config"]["model"]["hidden_dim"] == 16 and summary["machine"]["cores"] >= 1
+    assert _history_epochs(model_dir) == [0, 1]
+
+    again = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
+    assert again.returncode == 0 and "already holds this finished run" in again.stdout
+    assert _history_epochs(model_dir) == [0, 1]  # not trained twice
+
+
+def test_sigkill_then_the_same_command_resumes_and_finishes(fashion_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    flags = [*TINY_RUN, "--epochs", "6", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training.train", *flags],
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    history = model_dir / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not history.exists() or len(_history_epochs(model_dir)) < 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # mid-training, after at least two finished epochs
+    process.wait()
+    done_before_kill = _history_epochs(model_dir)
+    assert 2 <= len(done_before_kill) < 6, "the kill should land mid-run"
+
+    result = run_train(*flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = _history_epochs(model_dir)
+    assert epochs[-1] == 5, epochs  # finished all six epochs (0..5)
+    resumed = epochs[len(done_before_kill) :]
+    assert resumed and resumed[0] <= done_before_kill[-1] + 1  # continued, did not start over
+    assert json.loads((model_dir / "summary.json").read_text())["epochs"] == 6
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dataset", "no_such_set"], "Unknown tfds dataset 'no_such_set'"),
+        (["--dataset", "cifar10"], "not prepared"),
+        (["--image-size", "30"], "not a multiple of the patch"),
+        (["--batch-size", "4096"], "exceeds the"),
+        (["--train-split", "nope"], "Bad split"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_clear_message(fashion_data_dir, tmp_path, flags, message):
+    model_dir = tmp_path / "run"
+    result = run_train(
+        *TINY_RUN, "--epochs", "1", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir), *flags
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not model_dir.exists()  # nothing written
+
+
+def test_a_model_dir_with_another_config_is_refused_unless_overwrite(fashion_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    base = [*TINY_RUN, "--epochs", "1", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)]
+    assert run_train(*base).returncode == 0
+    before = (model_dir / "best.keras").read_bytes()
+    refused = run_train(*base, "--hidden-dim", "24")
+    assert refused.returncode == 2 and "different config (changed: model.hidden_dim)" in refused.stderr
+    assert (model_dir / "best.keras").read_bytes() == before
+    replaced = run_train(*base, "--hidden-dim", "24", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert list(tmp_path.glob("run.replaced-*/best.keras"))  # the old run was kept, not deleted
+
+
+def test_a_diverging_loss_stops_with_a_clear_message(fashion_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_train(
+        *TINY_RUN, "--epochs", "2", "--learning-rate", "1e30", "--clip-global-norm", "0", "--warmup-epochs", "0",
+        "--data-dir", fashion_data_dir, "--model-dir", str(model_dir),
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "the loss became" in result.stderr and "Traceback" not in result.stderr
+    assert not (model_dir / "best.keras").exists()  # no checkpoint of broken weights

@@ -1,0 +1,76 @@
+"""Evaluate a trained run on its held-out test split: `python -m training.evaluate --model-dir runs/default`.
+
+Reads the run's `config.json` (dataset, splits, image size) and `best.keras` (or `--checkpoint`),
+evaluates once on the test split and writes `evaluation.json` beside them.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from training.config import TrainConfig
+from training.files import write_json_atomically
+
+EXIT_BAD_INPUT = 2
+
+
+def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0):
+    """Test loss and accuracy of `model_dir/checkpoint` on the run's test split; returns a dict."""
+    import keras  # noqa: PLC0415
+
+    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
+
+    config_path = os.path.join(model_dir, "config.json")
+    model_path = os.path.join(model_dir, checkpoint)
+    for path in (config_path, model_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: is {model_dir!r} a training run's --model-dir?")
+    with open(config_path) as file:
+        config = TrainConfig.from_dict(json.load(file))
+    builder = open_builder(config.data.dataset, data_dir or config.data.data_dir, split=config.data.test_split)
+    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
+    model = keras.saving.load_model(model_path)
+    test_data = make_pipeline(
+        load_split(builder, spec.splits["test"]),
+        image_size=model.image_size[0],
+        num_classes=spec.num_classes,
+        batch_size=config.schedule.batch_size,
+        training=False,
+    )
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(from_logits=model.classifier_activation is None),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    metrics = model.evaluate(test_data, return_dict=True, verbose=verbose)
+    result = {
+        "checkpoint": model_path,
+        "dataset": spec.name,
+        "split": spec.splits["test"],
+        "examples": spec.test_examples,
+        "test_accuracy": metrics["accuracy"],
+        "test_loss": metrics["loss"],
+    }
+    write_json_atomically(os.path.join(model_dir, "evaluation.json"), result)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", default="runs/default", help="a training run's --model-dir")
+    parser.add_argument("--checkpoint", default="best.keras", help="file in the model dir (best.keras or last.keras)")
+    parser.add_argument("--data-dir", default=None, help="tfds data dir, if not the run's")
+    args = parser.parse_args(argv)
+    from training.data import DatasetError  # noqa: PLC0415
+
+    try:
+        result = evaluate(args.model_dir, args.checkpoint, args.data_dir, verbose=1)
+    except (FileNotFoundError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"test accuracy {result['test_accuracy']:.4f} on {result['examples']} images of {result['split']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Train an MLP-Mixer on a tfds dataset: `python -m training.train [--recipe NAME] [--flag value ...]`.
+
+Flow: flags -> `TrainConfig` -> checks (before anything is written) -> strategy scope ->
+data pipelines + model + optimiser -> `model.fit` with callbacks -> held-out test evaluation of
+the best checkpoint -> `summary.json` and `curves.png` in `--model-dir`.
+
+The model dir holds: config.json, backup/ (BackupAndRestore: rerun the same command after a
+kill and training continues), best.keras (+ best.json), last.keras, history.csv, logs/
+(TensorBoard), summary.json, curves.png.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+from training.config import add_config_flags, config_from_args
+from training.files import read_history, save_curves, write_json_atomically
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+
+
+class ConfigError(ValueError):
+    """A flag combination that cannot work; raised before anything is written."""
+
+
+# --- checks that need no TensorFlow ----------------------------------------------------------
+
+
+def model_arguments(config, spec):
+    """MLPMixer constructor arguments from the config and the dataset (classes, channels)."""
+    from keras_mixer.presets import preset_config  # noqa: PLC0415
+
+    model = config.model
+    size = (
+        preset_config(model.preset)
+        if model.preset
+        else {
+            "num_blocks": model.num_blocks,
+            "hidden_dim": model.hidden_dim,
+            "tokens_mlp_dim": model.tokens_mlp_dim,
+            "channels_mlp_dim": model.channels_mlp_dim,
+            "patch_size": model.patch_size,
+        }
+    )
+    return {
+        **size,
+        "image_size": model.image_size,
+        "num_classes": spec.num_classes,
+        "num_channels": spec.num_channels,
+        "dropout_rate": model.dropout_rate,
+        "drop_path_rate": model.drop_path_rate,
+    }
+
+
+def check_model_dir(config):
+    """Refuse a model dir holding a different run, unless --overwrite (which moves it aside)."""
+    saved = os.path.join(config.model_dir, "config.json")
+    if not os.path.exists(saved):
+        return
+    with open(saved) as file:
+        previous = json.load(file)
+    current = config.to_dict()
+    previous.pop("overwrite", None)
+    current.pop("overwrite", None)
+    if previous == current:
+        return  # same run: resume from backup/ if it is there
+    if not config.overwrite:
+        changed = sorted(
+            f"{section}.{key}" if isinstance(value, dict) else section
+            for section, value in current.items()
+            for key in (value if isinstance(value, dict) else [None])
+            if (previous.get(section, {}).get(key) if key else previous.get(section)) != (value[key] if key else value)
+        )
+        raise ConfigError(
+            f"{config.model_dir} holds a run with a different config (changed: {', '.join(changed)}). "
+            "Use another --model-dir, or --overwrite to move the old run aside and start fresh."
+        )
+
+
+def check_batch_split(batch_size, replicas):
+    """The global batch is split evenly across replicas (the learning rate is for the global batch)."""
+    if batch_size % replicas:
+        raise ConfigError(
+            f"The global batch must split evenly across {replicas} replicas. Received: batch_size={batch_size}"
+        )
+
+
+def move_old_run_aside(model_dir):
+    """--overwrite keeps the old run as <model_dir>.replaced-<time> (nothing is lost)."""
+    if os.path.exists(os.path.join(model_dir, "config.json")):
+        target = f"{model_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(model_dir, target)
+        print(f"Moved the previous run to {target}")
+
+
+# --- pieces that need TensorFlow ---------------------------------------------------------------
+
+
+def build_optimizer(config, steps_per_epoch):
+    import keras  # noqa: PLC0415
+
+    from training.schedules import WarmupDecay  # noqa: PLC0415
+
+    optim, schedule = config.optim, config.schedule
+    learning_rate = WarmupDecay(
+        peak=optim.learning_rate,
+        warmup_steps=int(schedule.warmup_epochs * steps_per_epoch),
+        total_steps=schedule.epochs * steps_per_epoch,
+        decay=schedule.decay,
+    )
+    clip = {"global_clipnorm": optim.clip_global_norm} if optim.clip_global_norm else {}
+    if optim.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=optim.momentum, **clip)
+        return optimizer
+    optimizer = keras.optimizers.AdamW(
+        learning_rate, weight_decay=optim.weight_decay, beta_1=optim.beta_1, beta_2=optim.beta_2, **clip
+    )
+    return optimizer
+
+
+def exclude_from_weight_decay(optimizer, model, decay_head=True):
+    """No decay on biases and LayerNorm parameters (and the head kernel unless `decay_head`)."""
+    excluded = [v for v in model.trainable_variables if len(v.shape) == 1]
+    if not decay_head and model.include_top:
+        excluded.append(model.get_layer("head").kernel)
+    optimizer.exclude_from_weight_decay(var_list=excluded)
+
+
+def initialise_from(model_args, path):
+    """Official .npz or .keras weights as official keys, and the model arguments they need."""
+    import keras  # noqa: PLC0415
+
+    from keras_mixer.checkpoints import read_official_checkpoint, resized_config, save_official_weights  # noqa: PLC0415
+
+    if not os.path.exists(path):
+        raise ConfigError(f"--init-from file not found: {path}")
+    if path.endswith(".keras"):
+        params = save_official_weights(keras.saving.load_model(path))
+    else:
+        params = read_official_checkpoint(path)
+    return resized_config(model_args, params), params
+
+
+def machine_description():
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            cpu = next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_logical_devices("GPU")],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train(config, extra_layers=(), verbose="auto"):
+    """Run one training job described by `config`; returns the summary dict.
+
+    Raises `ConfigError` / `DatasetError` / `ValueError` before anything is written when the
+    config cannot work, and `NonFiniteLossError` when the loss diverges.
+    """
+    started = time.time()
+    import keras  # noqa: PLC0415
+
+    from keras_mixer import MLPMixer, load_official_weights  # noqa: PLC0415
+    from keras_mixer.model import validate_size_pairs  # noqa: PLC0415
+    from training import callbacks as cb  # noqa: PLC0415
+    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
+    from training.distribute import enable_multi_worker_fit, is_chief, make_strategy  # noqa: PLC0415
+    from training.evaluate import evaluate  # noqa: PLC0415
+
+    # 1. Everything that can be wrong is checked before the model dir is touched.
+    check_model_dir(config)
+    finished = os.path.join(config.model_dir, "summary.json")
+    if os.path.exists(finished) and not config.overwrite:
+        with open(finished) as file:  # the same config finished here before: report, don't retrain
+            return {**json.load(file), "already_complete": True}
+    builder = open_builder(config.data.dataset, config.data.data_dir, split=config.data.train_split)
+    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
+    model_args = model_arguments(config, spec)
+    validate_size_pairs(model_args["image_size"], model_args["patch_size"])
+    params = None
+    if config.model.init_from:
+        model_args, params = initialise_from(model_args, config.model.init_from)
+    strategy = make_strategy(config.distribute.strategy)
+    replicas = strategy.num_replicas_in_sync
+    batch_size = config.schedule.batch_size
+    check_batch_split(batch_size, replicas)
+    steps_per_epoch = spec.train_examples // batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size={batch_size} exceeds the {spec.train_examples} training examples.")
+
+    chief = is_chief(strategy)
+    if config.overwrite and chief:
+        move_old_run_aside(config.model_dir)
+    # Non-chief workers write their backups to a private scratch dir.
+    run_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="mixer_worker_")
+    os.makedirs(run_dir, exist_ok=True)
+    if chief:
+        write_json_atomically(os.path.join(run_dir, "config.json"), config.to_dict())
+
+    # 2. Build.
+    keras.utils.set_random_seed(config.seed)
+    if config.distribute.precision != "float32":
+        keras.mixed_precision.set_global_policy(f"mixed_{config.distribute.precision}")
+    pipeline = dict(image_size=model_args["image_size"], num_classes=spec.num_classes, cache=config.data.cache)
+    train_data = make_pipeline(
+        load_split(builder, spec.splits["train"], shuffle_files=True, seed=config.seed),
+        batch_size=batch_size,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+        extra_layers=extra_layers,
+        **pipeline,
+    )
+    validation_data = None
+    if spec.splits["validation"]:
+        validation_data = make_pipeline(
+            load_split(builder, spec.splits["validation"]), batch_size=batch_size, training=False, **pipeline
+        )
+    with strategy.scope():
+        model = MLPMixer(**model_args)
+        if params is not None:
+            load_official_weights(model, params, allow_resize=True)
+        optimizer = build_optimizer(config, steps_per_epoch)
+        exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            steps_per_execution=config.distribute.steps_per_execution,
+            jit_compile=config.distribute.xla,
+        )
+    enable_multi_worker_fit(model)
+
+    # 3. Fit.
+    throughput = cb.Throughput(steps_per_epoch * batch_size)
+    # Order matters at epoch end: history and checkpoints first, the backup last, so a kill
+    # between them repeats an epoch rather than losing one.
+    callbacks = [
+        cb.StopOnNonFiniteLoss(),
+        throughput,
+        cb.AtomicModelCheckpoint(run_dir, monitor="val_accuracy" if validation_data else "accuracy", enabled=chief),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0),
+        cb.AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
+    ]
+    fit_started = time.time()
+    model.fit(
+        train_data,
+        epochs=config.schedule.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    fit_seconds = time.time() - fit_started
+
+    # 4. The held-out test split, once, with the checkpoint chosen on validation.
+    summary = {
+        "epochs": config.schedule.epochs,
+        "replicas": replicas,
+        "dataset": spec.name,
+        "weights_fingerprint": weights_fingerprint(model),
+    }
+    if chief:
+        test = evaluate(run_dir, data_dir=config.data.data_dir)
+        with open(os.path.join(run_dir, "best.json")) as file:
+            best_record = json.load(file)
+        history = read_history(os.path.join(run_dir, "history.csv"))
+        summary.update(
+            {
+                "test_accuracy": test["test_accuracy"],
+                "test_loss": test["test_loss"],
+                "best_epoch": best_record["epoch"],
+                "best_validation_accuracy": best_record["value"],
+                "final_epoch_metrics": history[-1] if history else {},
+                "wall_seconds": time.time() - started,
+                "fit_seconds_this_process": fit_seconds,
+                "train_images_per_second": (
+                    sorted(throughput.per_epoch)[len(throughput.per_epoch) // 2] if throughput.per_epoch else None
+                ),
+                "parameters": model.count_params(),
+                "model": model_args,
+                "splits": spec.splits,
+                "class_names": spec.class_names,
+                "config": config.to_dict(),
+                "machine": machine_description(),
+            }
+        )
+        write_json_atomically(os.path.join(run_dir, "summary.json"), summary)
+        save_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"))
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return summary
+
+
+def weights_fingerprint(model):
+    """sha256 of every weight's bytes: equal on all workers of a correct synchronous run."""
+    import hashlib  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        digest.update(keras.ops.convert_to_numpy(variable).tobytes())
+    return digest.hexdigest()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+
+    from training.callbacks import NonFiniteLossError  # noqa: PLC0415
+    from training.data import DatasetError  # noqa: PLC0415
+
+    try:
+        summary = train(config)
+    except (ConfigError, DatasetError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    if summary.get("already_complete"):
+        print(f"{config.model_dir} already holds this finished run (--overwrite trains it again).")
+    print(f"weights fingerprint: {summary['weights_fingerprint']}")
+    if "test_accuracy" in summary:
+        print(
+            f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}, "
+            f"validation {summary['best_validation_accuracy']:.4f}); "
+            f"{summary['train_images_per_second']:.0f} train images/s; "
+            f"{summary['wall_seconds']:.0f} s; summary: {os.path.join(config.model_dir, 'summary.json')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
