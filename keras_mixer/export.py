@@ -1,0 +1,192 @@
+"""Deployment exports: TF Serving SavedModels (versioned, atomic) and TFLite flatbuffers.
+
+`export_saved_model(model, "saved_models/fashion_mixer", class_names=[...])` writes the next
+integer version under TF Serving's `<name>/<version>/` layout, built in a temporary folder and
+renamed into place, with three signatures (preprocessing inside the graph; clients send pixels):
+
+- `serving_default`: float32 images (N, H, W, C) in [0, 255]; other sizes are resized.
+- `serving_uint8`: the same for uint8 images.
+- `serving_bytes`: encoded JPEG/PNG strings (N,) (REST clients send `{"b64": ...}`).
+
+Each returns `probabilities` (N, K), `classes` and `scores` (top-k) and `class_names` (top-k
+labels). `export_tflite(model, path, mode=...)` writes float32, float16, dynamic-range int8 or
+full int8 models using builtin ops only. This module uses TensorFlow directly (export is a
+TensorFlow-backend feature).
+"""
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+TFLITE_MODES = ("float32", "float16", "dynamic_int8", "int8")
+
+
+def _check_mixer(model):
+    from keras_mixer.model import MLPMixer  # noqa: PLC0415
+
+    if not isinstance(model, MLPMixer):
+        raise ValueError(f"Expected a keras_mixer.MLPMixer. Received: a {type(model).__name__}")
+    if not model.include_top:
+        raise ValueError("Export needs a classifier: the model was built with include_top=False.")
+
+
+def next_version(base_dir):
+    """1 + the highest integer version folder in `base_dir` (1 when there is none)."""
+    versions = [int(n) for n in os.listdir(base_dir) if n.isdigit()] if os.path.isdir(base_dir) else []
+    return max(versions, default=0) + 1
+
+
+def _probabilities(model, images):
+    import tensorflow as tf  # noqa: PLC0415
+
+    outputs = tf.cast(model(images, training=False), tf.float32)
+    return outputs if model.classifier_activation == "softmax" else tf.nn.softmax(outputs, axis=-1)
+
+
+def _serving_functions(model, class_names, top_k):
+    """The three signature functions, sharing one preprocessing and output path."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    height, width = model.image_size
+    channels = model.num_channels
+    names = tf.constant(class_names)
+
+    def predict(images):
+        tf.debugging.assert_rank(images, 4, message=f"images must be (batch, height, width, {channels})")
+        tf.debugging.assert_equal(
+            tf.shape(images)[-1], channels, message=f"images must have {channels} channel(s) in the last axis"
+        )
+        images = tf.image.resize(tf.cast(images, tf.float32), (height, width))
+        probabilities = _probabilities(model, images)
+        scores, classes = tf.math.top_k(probabilities, k=top_k)
+        return {
+            "probabilities": probabilities,
+            "classes": classes,
+            "scores": scores,
+            "class_names": tf.gather(names, classes),
+        }
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+
+    def predict_bytes(encoded_images):
+        images = tf.map_fn(decode, encoded_images, fn_output_signature=tf.TensorSpec((height, width, channels)))
+        return predict(images)
+
+    return predict, predict_bytes
+
+
+def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None):
+    """Write `model` as the next version of a TF Serving model; returns the version folder.
+
+    Args:
+        model: an `MLPMixer` with a head.
+        base_dir: `saved_models/<name>`; versions are integer folders inside it.
+        class_names: a label per class (default "0", "1", ...).
+        top_k: how many classes `classes`/`scores`/`class_names` return.
+        version: an explicit version; an existing one is refused (never overwritten).
+
+    Example:
+        export_saved_model(model, "saved_models/fashion_mixer", class_names=info.features["label"].names)
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    _check_mixer(model)
+    class_names = [str(i) for i in range(model.num_classes)] if class_names is None else list(class_names)
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"Expected {model.num_classes} class names. Received: {len(class_names)}")
+    top_k = min(int(top_k), model.num_classes)
+    version = next_version(base_dir) if version is None else int(version)
+    final = os.path.join(base_dir, str(version))
+    if os.path.exists(final):
+        raise ValueError(f"Version {version} already exists at {final}; versions are never overwritten.")
+    os.makedirs(base_dir, exist_ok=True)
+
+    predict, predict_bytes = _serving_functions(model, class_names, top_k)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    channels = model.num_channels
+    archive.add_endpoint(
+        "serving_default", predict, input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)]
+    )
+    archive.add_endpoint(
+        "serving_uint8", predict, input_signature=[tf.TensorSpec((None, None, None, channels), tf.uint8)]
+    )
+    archive.add_endpoint("serving_bytes", predict_bytes, input_signature=[tf.TensorSpec((None,), tf.string)])
+
+    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base_dir)
+    try:
+        archive.write_out(staging, verbose=False)
+        assets = os.path.join(staging, "assets")
+        os.makedirs(assets, exist_ok=True)
+        with open(os.path.join(assets, "class_names.txt"), "w") as file:
+            file.write("\n".join(class_names) + "\n")
+        os.rename(staging, final)  # atomic: TF Serving never sees a half-written version
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def export_tflite(model, path, mode="float32", representative_data=None, int8_io=False):
+    """Convert `model` to a TFLite flatbuffer (builtin ops only) at `path`; returns the path.
+
+    Args:
+        mode: "float32", "float16" (float16 weights), "dynamic_int8" (int8 weights, float
+            activations) or "int8" (int8 weights and activations, calibrated).
+        representative_data: for "int8": an iterable of float32 image batches (pixels in
+            [0, 255], shape (N, H, W, C)) drawn from the training data.
+        int8_io: for "int8": int8 input and output tensors instead of float32.
+
+    Input: float32 (1, H, W, C) pixels in [0, 255]; output: class probabilities.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    _check_mixer(model)
+    if mode not in TFLITE_MODES:
+        raise ValueError(f"Unknown TFLite mode. Expected one of {TFLITE_MODES}. Received: mode={mode!r}")
+    if mode == "int8" and representative_data is None:
+        raise ValueError(
+            "Full int8 needs calibration data: pass representative_data=<an iterable of float32 image "
+            "batches from the training split> (the CLI draws them with --representative-images N)."
+        )
+    height, width = model.image_size
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        lambda images: _probabilities(model, images),
+        input_signature=[tf.TensorSpec((1, height, width, model.num_channels), tf.float32)],
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        # Through a SavedModel, so the converter freezes the weights into constants.
+        archive.write_out(scratch, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if mode != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+
+            def calibration():
+                for batch in representative_data:
+                    for image in np.asarray(batch, np.float32):
+                        yield [image[None]]
+
+            converter.representative_dataset = calibration
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        flatbuffer = converter.convert()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = path + ".partial"
+    with open(temporary, "wb") as file:
+        file.write(flatbuffer)
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,150 @@
+"""SavedModel (TF Serving layout, signatures, parity, atomic versions) and TFLite exports."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mixer import MLPMixer
+from keras_mixer.export import export_saved_model, export_tflite, next_version
+from tests.training_helpers import ROOT
+
+CLASSES = ["cat", "dog", "bird", "fish"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    mixer = MLPMixer(
+        num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=16, image_size=16, patch_size=4,
+        num_channels=1, num_classes=4,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    for variable in mixer.weights:
+        variable.assign(rng.normal(0, 0.3, variable.shape).astype("float32"))
+    return mixer
+
+
+def _images(n=3, size=16, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 1)).astype("uint8")
+
+
+def _probabilities(model, images):
+    return keras.ops.convert_to_numpy(keras.ops.softmax(model(images.astype("float32"))))
+
+
+def test_saved_model_versions_signatures_and_parity(model, tmp_path):
+    base = tmp_path / "mixer"
+    first = export_saved_model(model, str(base), class_names=CLASSES, top_k=2)
+    second = export_saved_model(model, str(base), class_names=CLASSES, top_k=2)
+    assert (os.path.basename(first), os.path.basename(second)) == ("1", "2") and next_version(str(base)) == 3
+    assert sorted(os.listdir(base)) == ["1", "2"]  # no partial folders left behind
+    with pytest.raises(ValueError, match="never overwritten"):
+        export_saved_model(model, str(base), class_names=CLASSES, version=1)
+
+    loaded = tf.saved_model.load(second)
+    images = _images()
+    expected = _probabilities(model, images)
+    out = loaded.signatures["serving_default"](images=tf.constant(images, tf.float32))
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(out["classes"].numpy()[:, 0], expected.argmax(axis=1))
+    assert [n.decode() for n in out["class_names"].numpy()[:, 0]] == [CLASSES[i] for i in expected.argmax(axis=1)]
+    out_uint8 = loaded.signatures["serving_uint8"](images=tf.constant(images))
+    np.testing.assert_allclose(out_uint8["probabilities"].numpy(), expected, atol=1e-5)
+
+    encoded = tf.stack([tf.io.encode_png(tf.constant(image)) for image in images])
+    out_bytes = loaded.signatures["serving_bytes"](encoded_images=encoded)
+    np.testing.assert_allclose(out_bytes["probabilities"].numpy(), expected, atol=1e-5)
+
+    bigger = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)  # 32x32: resized in the graph
+    assert loaded.signatures["serving_default"](images=tf.constant(bigger, tf.float32))["probabilities"].shape == (3, 4)
+    assert (base / "2" / "assets" / "class_names.txt").read_text().split() == CLASSES
+
+
+def test_serving_signature_rejects_bad_input_with_a_message(model, tmp_path):
+    loaded = tf.saved_model.load(export_saved_model(model, str(tmp_path / "m"), class_names=CLASSES))
+    serve = loaded.signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="channel"):
+        serve(images=tf.zeros((1, 16, 16, 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["serving_bytes"](encoded_images=tf.constant([b"not an image"]))
+
+
+def test_saved_model_cli_shows_and_runs_the_signature(model, tmp_path):
+    path = export_saved_model(model, str(tmp_path / "m"), class_names=CLASSES)
+    cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for text in ("serving_default", "serving_bytes", "probabilities", "class_names", "scores"):
+        assert text in shown.stdout
+    np.save(tmp_path / "x.npy", _images(2).astype("float32"))
+    ran = subprocess.run(
+        [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+         "--inputs", f"images={tmp_path / 'x.npy'}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "probabilities" in ran.stdout
+
+
+def _run_tflite(path, images):
+    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for image in images.astype("float32"):
+        data = image[None]
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            data = np.round(data / scale + zero).astype(np.int8)
+        interpreter.set_tensor(inp["index"], data)
+        interpreter.invoke()
+        result = interpreter.get_tensor(out["index"])
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            result = (result.astype("float32") - zero) * scale
+        results.append(result[0])
+    return np.array(results)
+
+
+@pytest.mark.parametrize(
+    "mode, tolerance", [("float32", 1e-4), ("float16", 1e-2), ("dynamic_int8", 0.1), ("int8", 0.15)]
+)
+def test_tflite_modes_convert_with_builtin_ops_and_agree(model, tmp_path, mode, tolerance):
+    calibration = [_images(8, seed=s).astype("float32") for s in range(4)]
+    path = export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, representative_data=calibration)
+    images = _images(6, seed=9)
+    got = _run_tflite(path, images)
+    np.testing.assert_allclose(got, _probabilities(model, images), atol=tolerance)
+
+
+def test_tflite_int8_without_data_says_how_to_provide_it(model, tmp_path):
+    with pytest.raises(ValueError, match="representative_data"):
+        export_tflite(model, str(tmp_path / "q.tflite"), "int8")
+    with pytest.raises(ValueError, match="Unknown TFLite mode"):
+        export_tflite(model, str(tmp_path / "q.tflite"), "int4")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_cli_bad_inputs_write_nothing(tmp_path):
+    base = tmp_path / "exports"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.export", "--model", str(tmp_path / "absent.keras"), "--base-dir", str(base),
+         "--formats", "saved_model,onnx", "--tflite-modes", "int3"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    for text in ("unknown format 'onnx'", "unknown TFLite mode 'int3'", "model file not found"):
+        assert text in result.stderr
+    assert not base.exists()
+
+
+def test_exporting_a_model_that_is_not_a_mixer_is_refused(tmp_path):
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="Expected a keras_mixer.MLPMixer"):
+        export_saved_model(other, str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
