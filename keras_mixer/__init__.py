@@ -7,7 +7,7 @@ Public API only. Example:
 True
 """
 
-from keras_mixer import layers
+from keras_mixer import layers, schedules
 from keras_mixer.checkpoints import (
     change_resolution,
     load_official_weights,
@@ -45,4 +45,5 @@ __all__ = [
     "read_official_checkpoint",
     "resize_token_mixing",
     "save_official_weights",
+    "schedules",
 ]

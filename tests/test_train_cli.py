@@ -32,6 +32,19 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert summary["config"]["model"]["hidden_dim"] == 16 and summary["machine"]["cores"] >= 1
     assert _history_epochs(model_dir) == [0, 1]
 
+    # The trained checkpoint (optimizer and schedule included) loads in a fresh process and exports.
+    export = subprocess.run(
+        [sys.executable, "-m", "training.export", "--model", str(model_dir / "best.keras"), "--name", "tiny",
+         "--base-dir", str(tmp_path / "exports"), "--formats", "saved_model,tflite", "--tflite-modes", "float32,int8",
+         "--representative-images", "64"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (tmp_path / "exports" / "tiny" / "1" / "saved_model.pb").exists()
+    assert (tmp_path / "exports" / "tiny" / "tflite" / "int8.tflite").exists()
+    class_names = (tmp_path / "exports" / "tiny" / "1" / "assets" / "class_names.txt").read_text().split("\n")
+    assert class_names[0] == "T-shirt/top"
+
     again = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
     assert again.returncode == 0 and "already holds this finished run" in again.stdout
     assert _history_epochs(model_dir) == [0, 1]  # not trained twice
@@ -108,3 +121,25 @@ def test_a_diverging_loss_stops_with_a_clear_message(fashion_data_dir, tmp_path)
     assert result.returncode == 3, result.stderr[-2000:]
     assert "the loss became" in result.stderr and "Traceback" not in result.stderr
     assert not (model_dir / "best.keras").exists()  # no checkpoint of broken weights
+
+
+def test_init_from_an_official_checkpoint_at_half_the_resolution(fashion_data_dir, tmp_path):
+    import numpy as np  # noqa: PLC0415
+
+    from tests.reference_mixer import random_official_checkpoint  # noqa: PLC0415
+
+    # Trained at 14x14 (2x2 tokens of 7x7 patches); the run is at 28x28 (4x4 tokens): K = 2.
+    params = random_official_checkpoint(
+        np.random.default_rng(0), patch=7, channels=1, hidden=16, tokens=4, tokens_mlp=8, channels_mlp=32, blocks=1,
+        classes=10,
+    )  # fmt: skip
+    checkpoint = tmp_path / "tiny_14px.npz"
+    np.savez(checkpoint, **params)
+    model_dir = tmp_path / "run"
+    result = run_train(
+        *TINY_RUN, "--epochs", "1", "--init-from", str(checkpoint), "--data-dir", fashion_data_dir,
+        "--model-dir", str(model_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["model"]["tokens_mlp_dim"] == 4 * 8  # block-diagonal copies, paper Appendix C

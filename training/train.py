@@ -105,7 +105,7 @@ def move_old_run_aside(model_dir):
 def build_optimizer(config, steps_per_epoch):
     import keras  # noqa: PLC0415
 
-    from training.schedules import WarmupDecay  # noqa: PLC0415
+    from keras_mixer.schedules import WarmupDecay  # noqa: PLC0415
 
     optim, schedule = config.optim, config.schedule
     learning_rate = WarmupDecay(

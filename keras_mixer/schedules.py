@@ -1,4 +1,9 @@
-"""Learning-rate schedule: linear warm-up to a peak, then cosine or linear decay to zero."""
+"""Learning-rate schedule: linear warm-up to a peak, then cosine or linear decay to zero.
+
+It lives in the library, not in `training/`, because saved `.keras` files of trained models carry
+their optimizer and its schedule: whoever loads them (export, evaluation) imports `keras_mixer`,
+which registers this class.
+"""
 
 import math
 
@@ -6,7 +11,7 @@ import keras
 from keras import ops
 
 
-@keras.saving.register_keras_serializable(package="keras_mixer_training")
+@keras.saving.register_keras_serializable(package="keras_mixer")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """`peak * step / warmup_steps` during warm-up, then cosine or linear decay to 0 at `total_steps`.
 
