@@ -9,10 +9,9 @@ import json
 import os
 import sys
 
+from training import EXIT_BAD_INPUT
 from training.config import TrainConfig
 from training.files import write_json_atomically
-
-EXIT_BAD_INPUT = 2
 
 
 def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0):

@@ -11,8 +11,9 @@ import json
 import os
 import sys
 
+from training import EXIT_BAD_INPUT
+
 FORMATS = ("saved_model", "tflite")
-EXIT_BAD_INPUT = 2
 
 
 def _class_names(model_path):
@@ -80,7 +81,7 @@ def main(argv=None):
                 data = _representative_batches(args.model, args.representative_images) if mode == "int8" else None
                 path = export_tflite(model, os.path.join(base, "tflite", f"{mode}.tflite"), mode, data)
                 print(f"TFLite {mode}: {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:  # FileNotFoundError: int8 needs the run's config.json
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

@@ -18,11 +18,9 @@ import sys
 import tempfile
 import time
 
+from training import EXIT_BAD_INPUT, EXIT_NON_FINITE
 from training.config import add_config_flags, config_from_args
 from training.files import read_history, save_curves, write_json_atomically
-
-EXIT_BAD_INPUT = 2
-EXIT_NON_FINITE = 3
 
 
 class ConfigError(ValueError):
@@ -116,12 +114,10 @@ def build_optimizer(config, steps_per_epoch):
     )
     clip = {"global_clipnorm": optim.clip_global_norm} if optim.clip_global_norm else {}
     if optim.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=optim.momentum, **clip)
-        return optimizer
-    optimizer = keras.optimizers.AdamW(
+        return keras.optimizers.SGD(learning_rate, momentum=optim.momentum, **clip)
+    return keras.optimizers.AdamW(
         learning_rate, weight_decay=optim.weight_decay, beta_1=optim.beta_1, beta_2=optim.beta_2, **clip
     )
-    return optimizer
 
 
 def exclude_from_weight_decay(optimizer, model, decay_head=True):
