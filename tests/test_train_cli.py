@@ -44,6 +44,12 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert (tmp_path / "exports" / "tiny" / "tflite" / "int8.tflite").exists()
     class_names = (tmp_path / "exports" / "tiny" / "1" / "assets" / "class_names.txt").read_text().split("\n")
     assert class_names[0] == "T-shirt/top"
+    # The parity report covers every export, on the run's own held-out test split.
+    report = json.loads((tmp_path / "exports" / "tiny" / "1" / "assets" / "export_report.json").read_text())
+    assert report["split"] == "test[:256]" and report["examples"] == 256
+    assert [row["export"] for row in report["rows"]] == ["keras", "saved_model", "float32", "int8"]
+    assert report["keras_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert "| saved_model |" in (tmp_path / "exports" / "tiny" / "1" / "assets" / "export_report.md").read_text()
 
     again = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
     assert again.returncode == 0 and "already holds this finished run" in again.stdout
@@ -143,3 +149,22 @@ def test_init_from_an_official_checkpoint_at_half_the_resolution(fashion_data_di
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((model_dir / "summary.json").read_text())
     assert summary["model"]["tokens_mlp_dim"] == 4 * 8  # block-diagonal copies, paper Appendix C
+
+
+def test_ema_checkpoints_hold_the_averaged_weights(fashion_data_dir, tmp_path):
+    import keras  # noqa: PLC0415
+
+    import keras_mixer  # noqa: F401, PLC0415  (registers the classes)
+    from training.train import weights_fingerprint  # noqa: PLC0415
+
+    model_dir = tmp_path / "ema"
+    result = run_train(
+        *TINY_RUN, "--epochs", "2", "--ema-decay", "0.5", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((model_dir / "summary.json").read_text())
+    # fit ends by copying the average into the model; the last checkpoint must already hold it
+    # (saved with the average swapped in), not the raw weights of the last step.
+    last = keras.saving.load_model(model_dir / "last.keras")
+    assert weights_fingerprint(last) == summary["weights_fingerprint"]
+    assert summary["config"]["optim"]["ema_decay"] == 0.5

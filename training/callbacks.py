@@ -33,11 +33,13 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     """Save `last.keras` every epoch and `best.keras` when `monitor` improves, each atomically.
 
     Writes go to a temporary file in the same folder, then `os.replace`, so a kill at any point
-    leaves the previous file intact.
+    leaves the previous file intact. Given the run's `SwapEMAWeights` callback, the files hold
+    the averaged weights.
     """
 
-    def __init__(self, folder, monitor="val_accuracy", mode="max", enabled=True):
+    def __init__(self, folder, monitor="val_accuracy", mode="max", enabled=True, ema=None):
         super().__init__()
+        self.ema = ema
         self.folder = folder
         self.monitor = monitor
         self.sign = 1.0 if mode == "max" else -1.0
@@ -54,7 +56,13 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     def _save(self, name):
         final = os.path.join(self.folder, name)
         temporary = final.replace(".keras", ".saving.keras")
-        self.model.save(temporary)
+        if self.ema:
+            self.ema.on_test_begin()  # swap the average in, as for validation
+        try:
+            self.model.save(temporary)
+        finally:
+            if self.ema:
+                self.ema.on_test_end()
         os.replace(temporary, final)
 
     def on_epoch_end(self, epoch, logs=None):

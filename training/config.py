@@ -64,6 +64,11 @@ class OptimConfig:
     beta_2: float = _field(0.999, "Adam beta 2")
     momentum: float = _field(0.9, "SGD momentum")
     clip_global_norm: float = _field(1.0, "gradient clipping by global norm (0: off)")
+    ema_decay: float = _field(
+        0.0,
+        "keep an exponential moving average of the weights with this decay per step (0: off); "
+        "validation, best/last checkpoints and the final model use the averaged weights",
+    )
 
 
 @dataclasses.dataclass

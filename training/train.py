@@ -112,11 +112,13 @@ def build_optimizer(config, steps_per_epoch):
         total_steps=schedule.epochs * steps_per_epoch,
         decay=schedule.decay,
     )
-    clip = {"global_clipnorm": optim.clip_global_norm} if optim.clip_global_norm else {}
+    common = {"global_clipnorm": optim.clip_global_norm} if optim.clip_global_norm else {}
+    if optim.ema_decay:
+        common.update(use_ema=True, ema_momentum=optim.ema_decay)
     if optim.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=optim.momentum, **clip)
+        return keras.optimizers.SGD(learning_rate, momentum=optim.momentum, **common)
     return keras.optimizers.AdamW(
-        learning_rate, weight_decay=optim.weight_decay, beta_1=optim.beta_1, beta_2=optim.beta_2, **clip
+        learning_rate, weight_decay=optim.weight_decay, beta_1=optim.beta_1, beta_2=optim.beta_2, **common
     )
 
 
@@ -246,12 +248,18 @@ def train(config, extra_layers=(), verbose="auto"):
 
     # 3. Fit.
     throughput = cb.Throughput(steps_per_epoch * batch_size)
+    # With an EMA, validation and checkpoints see the averaged weights; training and the
+    # backup keep the raw ones (fit itself ends by copying the average into the model).
+    ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=False) if config.optim.ema_decay else None
     # Order matters at epoch end: history and checkpoints first, the backup last, so a kill
     # between them repeats an epoch rather than losing one.
     callbacks = [
         cb.StopOnNonFiniteLoss(),
         throughput,
-        cb.AtomicModelCheckpoint(run_dir, monitor="val_accuracy" if validation_data else "accuracy", enabled=chief),
+        *([ema] if ema else []),
+        cb.AtomicModelCheckpoint(
+            run_dir, monitor="val_accuracy" if validation_data else "accuracy", enabled=chief, ema=ema
+        ),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0),
         cb.AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
