@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -12,7 +13,9 @@ import tensorflow as tf
 
 from keras_mixer import MLPMixer
 from keras_mixer.export import export_saved_model, export_tflite, next_version
+from keras_mixer.lite import TFLiteClassifier
 from tests.training_helpers import ROOT
+from training.export_report import parity_report, report_markdown, write_report
 
 CLASSES = ["cat", "dog", "bird", "fish"]
 
@@ -92,7 +95,10 @@ def test_saved_model_cli_shows_and_runs_the_signature(model, tmp_path):
 
 
 def _run_tflite(path, images):
-    interpreter = tf.lite.Interpreter(model_path=path)
+    # TensorFlow's own (deprecated) interpreter on purpose: an independent check of the LiteRT one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     results = []
@@ -148,3 +154,33 @@ def test_exporting_a_model_that_is_not_a_mixer_is_refused(tmp_path):
     with pytest.raises(ValueError, match="Expected a keras_mixer.MLPMixer"):
         export_saved_model(other, str(tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("mode, int8_io", [("float32", False), ("int8", True)])
+def test_litert_classifier_matches_tensorflows_own_interpreter(model, tmp_path, mode, int8_io):
+    # Two interpreter builds (LiteRT and tf.lite) and two quantisation paths must give one answer.
+    calibration = [_images(8, seed=s).astype("float32") for s in range(4)]
+    path = export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, calibration, int8_io=int8_io)
+    images = _images(5, seed=3)
+    np.testing.assert_allclose(TFLiteClassifier(path).predict(images), _run_tflite(path, images), atol=1e-6)
+    with pytest.raises(ValueError, match=r"Expected images of shape \(N, 16, 16, 1\)"):
+        TFLiteClassifier(path).predict(_images(2, size=8))
+
+
+def test_parity_report_measures_each_export_and_flags_a_wrong_one(model, tmp_path):
+    images, labels = _images(40, seed=5).astype("float32"), np.arange(40) % 4
+    version = export_saved_model(model, str(tmp_path / "m"))
+    good = export_tflite(model, str(tmp_path / "float32.tflite"))
+    other = MLPMixer.from_config(model.get_config())  # same architecture, different (fresh) weights
+    wrong = export_tflite(other, str(tmp_path / "float16.tflite"), "float16")
+    report = parity_report(model, images, labels, version, {"float32": good, "float16": wrong})
+    rows = {row["export"]: row for row in report["rows"]}
+    assert rows["saved_model"]["max_abs_difference"] <= 1e-5 and rows["saved_model"]["meets_target"]
+    assert rows["float32"]["max_abs_difference"] <= 1e-4 and rows["float32"]["meets_target"]
+    assert rows["float16"]["max_abs_difference"] > 1e-2 and not rows["float16"]["meets_target"]
+    assert not report["all_targets_met"]
+    expected_accuracy = (_probabilities(model, images).argmax(-1) == labels).mean()
+    assert report["keras_accuracy"] == pytest.approx(expected_accuracy)
+    markdown = write_report(report, str(tmp_path / "report"))
+    assert (tmp_path / "report" / "export_report.json").exists()
+    assert "| float16 |" in report_markdown(report) and "| NO |" in open(markdown).read()

@@ -5,38 +5,24 @@ evaluates once on the test split and writes `evaluation.json` beside them.
 """
 
 import argparse
-import json
 import os
 import sys
 
 from training import EXIT_BAD_INPUT
-from training.config import TrainConfig
 from training.files import write_json_atomically
+from training.runs import load_run_config, run_split
 
 
 def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0):
     """Test loss and accuracy of `model_dir/checkpoint` on the run's test split; returns a dict."""
     import keras  # noqa: PLC0415
 
-    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
-
-    config_path = os.path.join(model_dir, "config.json")
     model_path = os.path.join(model_dir, checkpoint)
-    for path in (config_path, model_path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: is {model_dir!r} a training run's --model-dir?")
-    with open(config_path) as file:
-        config = TrainConfig.from_dict(json.load(file))
-    builder = open_builder(config.data.dataset, data_dir or config.data.data_dir, split=config.data.test_split)
-    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
+    load_run_config(model_dir)  # a missing config.json is reported before anything else
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"{model_path} not found: is {model_dir!r} a training run's --model-dir?")
     model = keras.saving.load_model(model_path)
-    test_data = make_pipeline(
-        load_split(builder, spec.splits["test"]),
-        image_size=model.image_size[0],
-        num_classes=spec.num_classes,
-        batch_size=config.schedule.batch_size,
-        training=False,
-    )
+    test_data, spec = run_split(model_dir, "test", data_dir=data_dir)
     model.compile(
         loss=keras.losses.CategoricalCrossentropy(from_logits=model.classifier_activation is None),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],

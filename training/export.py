@@ -24,23 +24,38 @@ def _class_names(model_path):
     return None
 
 
+def _run_dir(model_path):
+    """The training run the model file sits in, or None (then there is no data to calibrate or report on)."""
+    folder = os.path.dirname(os.path.abspath(model_path))
+    return folder if os.path.exists(os.path.join(folder, "config.json")) else None
+
+
 def _representative_batches(model_path, count):
     """`count` training images of the run the model came from, for full-int8 calibration."""
-    from training.config import TrainConfig  # noqa: PLC0415
-    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
+    from training.runs import run_split  # noqa: PLC0415
 
-    with open(os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")) as file:
-        config = TrainConfig.from_dict(json.load(file))
-    builder = open_builder(config.data.dataset, config.data.data_dir)
-    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
-    data = make_pipeline(
-        load_split(builder, spec.splits["train"]),
-        image_size=config.model.image_size,
-        num_classes=spec.num_classes,
-        batch_size=32,
-        training=False,
-    )
+    run_dir = _run_dir(model_path)
+    if run_dir is None:
+        raise FileNotFoundError(
+            f"Full int8 calibrates on the training data of the run {model_path} came from, but there is no "
+            "config.json beside it. Export a model from a training run's --model-dir, or call "
+            "keras_mixer.export_tflite(model, path, mode='int8', representative_data=...) yourself."
+        )
+    data, _ = run_split(run_dir, "train", batch_size=32)
     return [images.numpy() for images, _ in data.take(max(count // 32, 1))]
+
+
+def _test_examples(run_dir, limit):
+    """The run's held-out test split as (images, integer labels), at most `limit` examples (0: all)."""
+    import numpy as np  # noqa: PLC0415
+
+    from training.runs import run_split  # noqa: PLC0415
+
+    data, spec = run_split(run_dir, "test", batch_size=500)
+    if limit:
+        data = data.unbatch().take(limit).batch(500)
+    images, labels = zip(*((x.numpy(), y.numpy().argmax(-1)) for x, y in data))
+    return np.concatenate(images), np.concatenate(labels), spec.splits["test"]
 
 
 def main(argv=None):
@@ -52,6 +67,13 @@ def main(argv=None):
     parser.add_argument("--tflite-modes", default="float32", help="comma-separated: float32,float16,dynamic_int8,int8")
     parser.add_argument("--representative-images", type=int, default=256, help="training images for int8 calibration")
     parser.add_argument("--top-k", type=int, default=5, help="classes returned by the serving signature")
+    parser.add_argument(
+        "--report",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="parity report on the run's test split (auto: when the model sits in a training run's dir)",
+    )
+    parser.add_argument("--report-examples", type=int, default=0, help="test examples in the report (0: all)")
     args = parser.parse_args(argv)
 
     from keras_mixer.export import TFLITE_MODES  # noqa: PLC0415
@@ -62,6 +84,8 @@ def main(argv=None):
     problems += [f"unknown TFLite mode {m!r} (expected {TFLITE_MODES})" for m in modes if m not in TFLITE_MODES]
     if not os.path.isfile(args.model):
         problems.append(f"model file not found: {args.model}")
+    if args.report == "on" and _run_dir(args.model) is None:
+        problems.append(f"--report on needs the model's training run (config.json beside {args.model})")
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -69,21 +93,36 @@ def main(argv=None):
     import keras  # noqa: PLC0415
 
     from keras_mixer.export import export_saved_model, export_tflite  # noqa: PLC0415
+    from training.export_report import parity_report, report_markdown, write_report  # noqa: PLC0415
 
     try:
         model = keras.saving.load_model(args.model)
         base = os.path.join(args.base_dir, args.name)
-        if "saved_model" in formats:
-            path = export_saved_model(model, base, class_names=_class_names(args.model), top_k=args.top_k)
-            print(f"SavedModel: {path}")
+        tflite_files = {}
         if "tflite" in formats:
+            # Calibration data first: a run without it fails before any file is written.
+            calibration = _representative_batches(args.model, args.representative_images) if "int8" in modes else None
             for mode in modes:
-                data = _representative_batches(args.model, args.representative_images) if mode == "int8" else None
-                path = export_tflite(model, os.path.join(base, "tflite", f"{mode}.tflite"), mode, data)
+                path = export_tflite(model, os.path.join(base, "tflite", f"{mode}.tflite"), mode, calibration)
+                tflite_files[mode] = path
                 print(f"TFLite {mode}: {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
+        version_dir = None
+        if "saved_model" in formats:
+            version_dir = export_saved_model(model, base, class_names=_class_names(args.model), top_k=args.top_k)
+            print(f"SavedModel: {version_dir}")
     except (ValueError, FileNotFoundError) as error:  # FileNotFoundError: int8 needs the run's config.json
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+    run_dir = _run_dir(args.model)
+    if args.report != "off" and run_dir is not None:
+        images, labels, split = _test_examples(run_dir, args.report_examples)
+        report = parity_report(model, images, labels, version_dir, tflite_files, split=split)
+        folder = os.path.join(version_dir, "assets") if version_dir else os.path.join(base, "tflite")
+        path = write_report(report, folder)
+        print(report_markdown(report) + f"Report: {path} (and export_report.json)")
+        if not report["all_targets_met"]:
+            print("warning: some exports miss their parity target (see the report)", file=sys.stderr)
     return 0
 
 

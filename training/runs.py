@@ -1,0 +1,40 @@
+"""A finished training run's data, read back from its model dir (`config.json`).
+
+Evaluation, export calibration and the export report all need the run's own splits at the run's
+image size; this is the one place that rebuilds them.
+"""
+
+import json
+import os
+
+from training.config import TrainConfig
+
+
+def load_run_config(model_dir):
+    """The `TrainConfig` a run in `model_dir` was trained with."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {model_dir!r} a training run's --model-dir?")
+    with open(path) as file:
+        return TrainConfig.from_dict(json.load(file))
+
+
+def run_split(model_dir, role, batch_size=None, data_dir=None):
+    """(pipeline, spec) of the run's `role` split ("train", "validation" or "test"), unaugmented.
+
+    Images are float32 pixels in [0, 255] at the run's image size, labels one-hot.
+    """
+    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
+
+    config = load_run_config(model_dir)
+    split = config.data.test_split if role == "test" else config.data.train_split
+    builder = open_builder(config.data.dataset, data_dir or config.data.data_dir, split=split)
+    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
+    pipeline = make_pipeline(
+        load_split(builder, spec.splits[role]),
+        image_size=config.model.image_size,
+        num_classes=spec.num_classes,
+        batch_size=batch_size or config.schedule.batch_size,
+        training=False,
+    )
+    return pipeline, spec
