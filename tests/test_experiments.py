@@ -1,0 +1,129 @@
+"""The paper experiments' CLIs: permutation invariance (§3.4) and token-mixing pictures (Fig. 5)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mixer import MLPMixer, load_official_weights, save_official_weights
+from tests.training_helpers import ROOT
+from training.experiments.permutation import (
+    patch_pixel_orders,
+    permute_dataset,
+    permute_mixer_weights,
+    pixel_order,
+)
+from training.experiments.token_weights import paired_units, token_mixing_kernel
+
+SIZE, PATCH = 12, 3
+
+
+def _run(module, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True, text=True, check=False, timeout=600
+    )
+
+
+def _mixer(channels=2, seed=0):
+    model = MLPMixer(num_blocks=2, hidden_dim=8, tokens_mlp_dim=6, channels_mlp_dim=16, image_size=SIZE,
+                     patch_size=PATCH, num_channels=channels, num_classes=5)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    load_official_weights(model, {k: rng.normal(0, 0.5, v.shape) for k, v in save_official_weights(model).items()})
+    return model
+
+
+def test_the_pipelines_patch_pixel_shuffle_is_undone_by_the_permuted_weights():
+    # The experiment's own tf.data shuffle and weight permutation agree: equal logits.
+    model = _mixer()
+    images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 2)).astype("float32")
+    order = pixel_order("patch_pixel", SIZE, SIZE, PATCH, seed=4)
+    dataset = permute_dataset(tf.data.Dataset.from_tensor_slices((images, np.zeros(3))), order)
+    shuffled = np.stack([image.numpy() for image, _ in dataset])
+    assert not np.allclose(shuffled, images)
+    permuted = _mixer()
+    params = permute_mixer_weights(save_official_weights(model), *patch_pixel_orders(SIZE, SIZE, PATCH, 4), PATCH)
+    load_official_weights(permuted, params)
+    original = model.predict(images, verbose=0)
+    np.testing.assert_allclose(permuted.predict(shuffled, verbose=0), original, rtol=1e-5, atol=1e-5)
+    # A global pixel shuffle is not absorbed that way.
+    order = pixel_order("global", SIZE, SIZE, PATCH, seed=4)
+    shuffled = np.stack(
+        [
+            image.numpy()
+            for image, _ in permute_dataset(tf.data.Dataset.from_tensor_slices((images, np.zeros(3))), order)
+        ]
+    )
+    assert np.abs(permuted.predict(shuffled, verbose=0) - original).max() > 1e-2
+
+
+def test_pixel_orders_are_permutations_and_bad_patches_are_refused():
+    for order in ("original", "patch_pixel", "global"):
+        assert sorted(pixel_order(order, 28, 28, 7, seed=0)) == list(range(784))
+    with pytest.raises(ValueError, match="patch size must divide the image.*patch_size=5 for 28x28"):
+        pixel_order("patch_pixel", 28, 28, 5, seed=0)
+    with pytest.raises(ValueError, match="Unknown order"):
+        pixel_order("reversed", 28, 28, 7, seed=0)
+
+
+def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_dir, tmp_path):
+    result = _run(
+        "training.experiments.permutation", "--data-dir", fashion_data_dir, "--train-split", "train[:1024]",
+        "--test-split", "test[:256]", "--epochs", "1", "--evals-per-epoch", "2", "--batch-size", "64",
+        "--orders", "original,patch_pixel", "--output-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "permutation.json").read_text())
+    assert set(report["final_test_accuracy"]) == {"mixer", "resnet"}
+    mixer = report["test_accuracy"]["mixer"]
+    assert len(mixer["original"]) == 2
+    # Same starting function (permuted init) and exact invariance: the same curve, to float rounding.
+    np.testing.assert_allclose(mixer["patch_pixel"], mixer["original"], atol=2 / 256)
+    assert report["parameters"]["resnet"] > 0.5 * report["parameters"]["mixer"]
+    assert (tmp_path / "permutation.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--patch-size", "5"], "patch size must divide the image size"),
+        (["--orders", "original,reversed"], "unknown order 'reversed'"),
+        (["--models", "vit"], "unknown model 'vit'"),
+    ],
+)
+def test_permutation_cli_bad_input(tmp_path, flags, message):
+    result = _run("training.experiments.permutation", *flags, "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_token_weights_from_keras_and_npz(tmp_path):
+    model = _mixer(channels=1)
+    model.save(tmp_path / "m.keras")
+    np.savez(tmp_path / "m.npz", **save_official_weights(model))
+    kernel, grid = token_mixing_kernel(str(tmp_path / "m.keras"), block=1)
+    assert kernel.shape == (16, 6) and grid == (4, 4)
+    npz_kernel, npz_grid = token_mixing_kernel(str(tmp_path / "m.npz"), block=1)
+    np.testing.assert_array_equal(npz_kernel, kernel)
+    assert npz_grid == grid
+    assert sorted(paired_units(kernel)) == list(range(6))
+    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "m.keras"), "--block", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "token_weights_block1.png").stat().st_size > 5_000
+
+
+def test_token_weights_bad_input(tmp_path):
+    model = _mixer(channels=1)
+    model.save(tmp_path / "m.keras")
+    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "m.keras"), "--block", "7")
+    assert result.returncode == 2 and "Unknown block index. Expected one of 0..1" in result.stderr
+    import keras  # noqa: PLC0415
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp_path / "other.keras")
+    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "other.keras"))
+    assert result.returncode == 2 and "Expected a keras_mixer.MLPMixer" in result.stderr
+    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "absent.keras"))
+    assert result.returncode == 2 and "model file not found" in result.stderr
+    assert not list(tmp_path.glob("*.png"))

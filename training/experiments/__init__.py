@@ -1,0 +1,1 @@
+"""Paper experiments: permutation invariance (§3.4) and token-mixing weight pictures (Fig. 5)."""
