@@ -27,6 +27,11 @@ from training import EXIT_BAD_INPUT
 
 ORDERS = ("original", "patch_pixel", "global")
 MODELS = ("mixer", "resnet")
+STYLES = {
+    "original": {"marker": "o", "linestyle": "-", "linewidth": 3, "alpha": 0.6},
+    "patch_pixel": {"marker": "s", "linestyle": "--"},
+    "global": {"marker": "^", "linestyle": ":"},
+}
 
 
 def pixel_order(order, height, width, patch_size, seed):
@@ -201,9 +206,11 @@ def plot(result, path):
     models = list(result["test_accuracy"])
     figure, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), sharey=True, squeeze=False)
     for axis, model_name in zip(axes[0], models):
-        for order, curve in result["test_accuracy"][model_name].items():
+        curves = result["test_accuracy"][model_name]
+        for order, curve in ((o, curves[o]) for o in ORDERS if o in curves):
             epochs = [(i + 1) / result["evals_per_epoch"] for i in range(len(curve))]
-            axis.plot(epochs, [100 * v for v in curve], marker="o", label=order)
+            style = STYLES.get(order, {})  # dashed over solid: identical curves stay visible
+            axis.plot(epochs, [100 * v for v in curve], label=order, **style)
         axis.set_title(f"{model_name} ({result['parameters'][model_name]:,} parameters)")
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
