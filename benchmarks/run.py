@@ -203,12 +203,13 @@ def bfloat16_agreement(model_path, data_dir=None):
 
     data, spec = run_split(os.path.dirname(model_path), "test", batch_size=500, data_dir=data_dir)
     images = np.concatenate([x.numpy() for x, _ in data])
-    float32 = keras.saving.load_model(model_path).predict(images, batch_size=500, verbose=0).argmax(-1)
+    trained = keras.saving.load_model(model_path)
+    float32 = trained.predict(images, batch_size=500, verbose=0).argmax(-1)
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = keras_mixer.MLPMixer.from_config(keras.saving.load_model(model_path).get_config())
-        model.set_weights(keras.saving.load_model(model_path).get_weights())
+        model = keras_mixer.MLPMixer.from_config(trained.get_config())
+        model.set_weights(trained.get_weights())
         bfloat16 = model.predict(images, batch_size=500, verbose=0).argmax(-1)
     finally:
         keras.mixed_precision.set_global_policy(policy)

@@ -1,8 +1,7 @@
 """Run exported TFLite Mixers on the maintained LiteRT interpreter (`ai-edge-litert`).
 
 `tf.lite.Interpreter` is deprecated in the TensorFlow this package targets, so files are run with
-`ai_edge_litert.interpreter.Interpreter` (the same runtime phones use, XNNPACK included); the
-TensorFlow one is only a fallback when LiteRT is not installed.
+`ai_edge_litert.interpreter.Interpreter` (the same runtime phones use, XNNPACK included).
 
 Example:
     classifier = TFLiteClassifier("saved_models/fashion_mixer/tflite/int8.tflite")
@@ -10,16 +9,6 @@ Example:
 """
 
 import numpy as np
-
-
-def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - ai-edge-litert is a dependency; this is for trimmed installs
-        import tensorflow as tf  # noqa: PLC0415
-
-        Interpreter = tf.lite.Interpreter  # noqa: N806
-    return Interpreter
 
 
 class TFLiteClassifier:
@@ -35,7 +24,9 @@ class TFLiteClassifier:
 
     def __init__(self, path, num_threads=None):
         self.path = str(path)
-        self.interpreter = _interpreter_class()(model_path=self.path, num_threads=num_threads)
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]

@@ -119,10 +119,7 @@ def _grpc_predict(images, url, model, signature, version, timeout):
             response = stub.Predict(request, timeout=timeout)
         except grpc.RpcError as error:
             raise ServingError(f"{url} answered {error.code().name}: {error.details()}") from None
-    outputs = {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
-    if "class_names" in outputs:
-        outputs["class_names"] = outputs["class_names"].astype(str)
-    return outputs
+    return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
 
 
 def predict(images, *, url, model, signature="serving_default", version=None, columns=False, timeout=30.0):
@@ -142,10 +139,11 @@ def predict(images, *, url, model, signature="serving_default", version=None, co
         dict of NumPy arrays: probabilities (N, K), classes, scores and class_names (N, top-k).
     """
     if url.startswith("grpc://"):
-        return _grpc_predict(images, url, model, signature, version, timeout)
-    if not url.startswith(("http://", "https://")):
+        outputs = _grpc_predict(images, url, model, signature, version, timeout)
+    elif url.startswith(("http://", "https://")):
+        outputs = _rest_predict(images, url, model, signature, version, columns, timeout)
+    else:
         raise ValueError(f"Expected a url starting with http://, https:// or grpc://. Received: {url!r}")
-    outputs = _rest_predict(images, url, model, signature, version, columns, timeout)
     if "class_names" in outputs:
         outputs["class_names"] = outputs["class_names"].astype(str)
     return outputs

@@ -184,3 +184,16 @@ def test_parity_report_measures_each_export_and_flags_a_wrong_one(model, tmp_pat
     markdown = write_report(report, str(tmp_path / "report"))
     assert (tmp_path / "report" / "export_report.json").exists()
     assert "| float16 |" in report_markdown(report) and "| NO |" in open(markdown).read()
+
+
+def test_export_cli_int8_outside_a_training_run_says_how_and_writes_nothing(model, tmp_path):
+    model.save(tmp_path / "loose.keras")  # no config.json beside it: no training data to calibrate on
+    base = tmp_path / "exports"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.export", "--model", str(tmp_path / "loose.keras"), "--base-dir", str(base),
+         "--formats", "saved_model,tflite", "--tflite-modes", "float32,int8"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "full int8 calibrates on the training data" in result.stderr and "representative_data" in result.stderr
+    assert not base.exists()

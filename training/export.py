@@ -30,17 +30,10 @@ def _run_dir(model_path):
     return folder if os.path.exists(os.path.join(folder, "config.json")) else None
 
 
-def _representative_batches(model_path, count):
-    """`count` training images of the run the model came from, for full-int8 calibration."""
+def _representative_batches(run_dir, count):
+    """`count` training images of the run, for full-int8 calibration."""
     from training.runs import run_split  # noqa: PLC0415
 
-    run_dir = _run_dir(model_path)
-    if run_dir is None:
-        raise FileNotFoundError(
-            f"Full int8 calibrates on the training data of the run {model_path} came from, but there is no "
-            "config.json beside it. Export a model from a training run's --model-dir, or call "
-            "keras_mixer.export_tflite(model, path, mode='int8', representative_data=...) yourself."
-        )
     data, _ = run_split(run_dir, "train", batch_size=32)
     return [images.numpy() for images, _ in data.take(max(count // 32, 1))]
 
@@ -84,7 +77,14 @@ def main(argv=None):
     problems += [f"unknown TFLite mode {m!r} (expected {TFLITE_MODES})" for m in modes if m not in TFLITE_MODES]
     if not os.path.isfile(args.model):
         problems.append(f"model file not found: {args.model}")
-    if args.report == "on" and _run_dir(args.model) is None:
+    run_dir = _run_dir(args.model)
+    if run_dir is None and "tflite" in formats and "int8" in modes:
+        problems.append(
+            f"full int8 calibrates on the training data of the run {args.model} came from, but there is no "
+            "config.json beside it: export a model from a training run's --model-dir, or call "
+            "keras_mixer.export.export_tflite(model, path, mode='int8', representative_data=...) yourself"
+        )
+    if args.report == "on" and run_dir is None:
         problems.append(f"--report on needs the model's training run (config.json beside {args.model})")
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
@@ -101,7 +101,7 @@ def main(argv=None):
         tflite_files = {}
         if "tflite" in formats:
             # Calibration data first: a run without it fails before any file is written.
-            calibration = _representative_batches(args.model, args.representative_images) if "int8" in modes else None
+            calibration = _representative_batches(run_dir, args.representative_images) if "int8" in modes else None
             for mode in modes:
                 path = export_tflite(model, os.path.join(base, "tflite", f"{mode}.tflite"), mode, calibration)
                 tflite_files[mode] = path
@@ -110,11 +110,10 @@ def main(argv=None):
         if "saved_model" in formats:
             version_dir = export_saved_model(model, base, class_names=_class_names(args.model), top_k=args.top_k)
             print(f"SavedModel: {version_dir}")
-    except (ValueError, FileNotFoundError) as error:  # FileNotFoundError: int8 needs the run's config.json
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    run_dir = _run_dir(args.model)
     if args.report != "off" and run_dir is not None:
         images, labels, split = _test_examples(run_dir, args.report_examples)
         report = parity_report(model, images, labels, version_dir, tflite_files, split=split)

@@ -157,7 +157,7 @@ def _build(model_name, config, spec, initial_mixer_params=None):
     return model
 
 
-def run_cell(model_name, order, config, spec, builder, order_index, evals_per_epoch, initial_mixer_params=None):
+def run_cell(model_name, config, spec, builder, order_index, evals_per_epoch, initial_mixer_params=None):
     """Train one model under one input order; returns (model, test accuracy after each evaluation)."""
     import keras  # noqa: PLC0415
 
@@ -300,7 +300,7 @@ def main(argv=None):
                 if order == "patch_pixel":
                     params = permute_mixer_weights(initial, *patch_pixel_orders(size, size, patch, args.seed), patch)
             order_index = pixel_order(order, size, size, patch, args.seed)
-            model, curve = run_cell(model_name, order, config, spec, builder, order_index, args.evals_per_epoch, params)
+            model, curve = run_cell(model_name, config, spec, builder, order_index, args.evals_per_epoch, params)
             result["test_accuracy"][model_name][order] = curve
             result["final_test_accuracy"][model_name][order] = curve[-1]
             result["parameters"][model_name] = model.count_params()
