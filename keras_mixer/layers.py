@@ -18,6 +18,17 @@ from keras import ops
 
 PACKAGE = "keras_mixer"
 
+# The MLP nonlinearity: the paper's GELU, or ReLU, which trains ~1.5x faster on a CPU (TensorFlow
+# fuses it into the matmul; the GELU's element-wise chain is a third of a small Mixer's step there).
+MLP_ACTIVATIONS = ("gelu", "relu")
+
+
+def check_mlp_activation(activation):
+    """`activation` if it is one of `MLP_ACTIVATIONS`, else one `ValueError` naming both."""
+    if activation not in MLP_ACTIVATIONS:
+        raise ValueError(f"`activation` must be one of {MLP_ACTIVATIONS}. Received: activation={activation!r}")
+    return activation
+
 
 def _pair(value):
     """`16` -> `(16, 16)`; `(16, 8)` stays."""
@@ -96,6 +107,7 @@ class MlpBlock(keras.layers.Layer):
     The paper's MLP, shared by token mixing (last axis = tokens) and channel mixing (last axis =
     channels). Optional dropout after the GELU and after the output projection (timm's
     placement; the official model has none). Kernels lecun-normal, biases zero.
+    `activation="relu"` swaps the GELU for a ReLU (not the paper's model; faster on CPU).
 
     Example:
     >>> import numpy as np
@@ -103,10 +115,11 @@ class MlpBlock(keras.layers.Layer):
     (2, 49, 8)
     """
 
-    def __init__(self, mlp_dim, gelu_approximate=True, dropout_rate=0.0, **kwargs):
+    def __init__(self, mlp_dim, gelu_approximate=True, dropout_rate=0.0, activation="gelu", **kwargs):
         super().__init__(**kwargs)
         self.mlp_dim = int(mlp_dim)
         self.gelu_approximate = bool(gelu_approximate)
+        self.activation = check_mlp_activation(activation)
         self.dropout_rate = float(dropout_rate)
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
@@ -126,7 +139,10 @@ class MlpBlock(keras.layers.Layer):
         if None not in inner_shape:
             x = ops.reshape(x, (-1, x.shape[-1]))
         x = self.dense_0(x)
-        x = ops.gelu(x, approximate=self.gelu_approximate)
+        if self.activation == "gelu":
+            x = ops.gelu(x, approximate=self.gelu_approximate)
+        else:
+            x = ops.relu(x)
         x = self.dropout(x, training=training)
         x = self.dense_1(x)
         x = self.dropout(x, training=training)
@@ -140,6 +156,7 @@ class MlpBlock(keras.layers.Layer):
             "mlp_dim": self.mlp_dim,
             "gelu_approximate": self.gelu_approximate,
             "dropout_rate": self.dropout_rate,
+            "activation": self.activation,
         }
 
 
@@ -201,9 +218,11 @@ class MixerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         gelu_approximate=True,
         layer_norm_epsilon=1e-6,
+        activation="gelu",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.activation = check_mlp_activation(activation)
         self.tokens_mlp_dim = int(tokens_mlp_dim)
         self.channels_mlp_dim = int(channels_mlp_dim)
         self.dropout_rate = float(dropout_rate)
@@ -212,7 +231,9 @@ class MixerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
 
         norm_dtype = mixed_precision_safe_dtype(self.dtype_policy)
-        mlp = dict(gelu_approximate=gelu_approximate, dropout_rate=dropout_rate, dtype=self.dtype_policy)
+        mlp = dict(
+            gelu_approximate=gelu_approximate, dropout_rate=dropout_rate, activation=activation, dtype=self.dtype_policy
+        )
         self.layer_norm_0 = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=norm_dtype
         )
@@ -250,4 +271,5 @@ class MixerBlock(keras.layers.Layer):
             "drop_path_rate": self.drop_path_rate,
             "gelu_approximate": self.gelu_approximate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation": self.activation,
         }

@@ -7,7 +7,14 @@ Presets (the paper's seven sizes) live in `presets.py`; official weights in `che
 
 import keras
 
-from keras_mixer.layers import PACKAGE, MixerBlock, PatchEmbedding, _pair, mixed_precision_safe_dtype
+from keras_mixer.layers import (
+    PACKAGE,
+    MixerBlock,
+    PatchEmbedding,
+    _pair,
+    check_mlp_activation,
+    mixed_precision_safe_dtype,
+)
 
 POOLINGS = ("avg", "max")
 CLASSIFIER_ACTIVATIONS = (None, "softmax")
@@ -53,6 +60,7 @@ def validate_mixer_arguments(
     pooling,
     classifier_activation,
     layer_norm_epsilon,
+    activation="gelu",
 ):
     """Check every constructor argument; return `(image_size, patch_size)` as (h, w) pairs.
 
@@ -81,6 +89,7 @@ def validate_mixer_arguments(
             f"`classifier_activation` must be one of {CLASSIFIER_ACTIVATIONS} (None gives logits). "
             f"Received: classifier_activation={classifier_activation!r}"
         )
+    check_mlp_activation(activation)
     if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
         raise ValueError(
             f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={layer_norm_epsilon!r}"
@@ -140,6 +149,8 @@ class MLPMixer(keras.Model):
             (what official checkpoints expect). False: the input is already normalised.
         classifier_activation: None (logits) or "softmax".
         gelu_approximate: tanh-approximate GELU, as the official model (timm uses exact erf).
+        activation: the MLPs' nonlinearity, "gelu" (the paper's) or "relu" (not the paper's
+            model; ~1.5x faster training on a CPU, where TensorFlow fuses it into the matmul).
         layer_norm_epsilon: 1e-6, as the official model.
         name: the model's name.
 
@@ -170,6 +181,7 @@ class MLPMixer(keras.Model):
         classifier_activation=None,
         gelu_approximate=True,
         layer_norm_epsilon=1e-6,
+        activation="gelu",
         name="mlp_mixer",
         **kwargs,
     ):
@@ -189,6 +201,7 @@ class MLPMixer(keras.Model):
             pooling=pooling,
             classifier_activation=classifier_activation,
             layer_norm_epsilon=layer_norm_epsilon,
+            activation=activation,
         )
 
         # --- 2. build the graph --------------------------------------------------------------
@@ -207,6 +220,7 @@ class MLPMixer(keras.Model):
                 drop_path_rate=rate,
                 gelu_approximate=gelu_approximate,
                 layer_norm_epsilon=layer_norm_epsilon,
+                activation=activation,
                 name=f"MixerBlock_{index}",
             )(x)
         x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="pre_head_layer_norm", dtype=safe_dtype)(x)
@@ -242,6 +256,7 @@ class MLPMixer(keras.Model):
         self.classifier_activation = classifier_activation
         self.gelu_approximate = gelu_approximate
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = activation
 
     @property
     def grid_size(self):
@@ -279,6 +294,7 @@ class MLPMixer(keras.Model):
             "classifier_activation": self.classifier_activation,
             "gelu_approximate": self.gelu_approximate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation": self.activation,
         }
 
     @classmethod

@@ -42,24 +42,32 @@ def test_patch_embedding_rejects_a_wrong_channel_count():
         stem(np.zeros((1, 4, 4, 1), "float32"))
 
 
-@pytest.mark.parametrize("approximate", [True, False])
-def test_mlp_block_matches_numpy(approximate):
+@pytest.mark.parametrize(("activation", "approximate"), [("gelu", True), ("gelu", False), ("relu", True)])
+def test_mlp_block_matches_numpy(activation, approximate):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 7, 6)).astype("float32")
-    block = MlpBlock(mlp_dim=11, gelu_approximate=approximate)
+    block = MlpBlock(mlp_dim=11, gelu_approximate=approximate, activation=activation)
     out = keras.ops.convert_to_numpy(block(x))
     w0, b0, w1, b1 = (
         keras.ops.convert_to_numpy(v)
         for v in (block.dense_0.kernel, block.dense_0.bias, block.dense_1.kernel, block.dense_1.bias)
     )
     pre = x.astype("float64") @ w0 + b0
-    if approximate:
+    if activation == "relu":
+        hidden = np.maximum(pre, 0.0)
+    elif approximate:
         hidden = gelu_tanh(pre)
     else:
         hidden = 0.5 * pre * (1 + np.vectorize(math.erf)(pre / np.sqrt(2)))
     np.testing.assert_allclose(out, hidden @ w1 + b1, rtol=1e-4, atol=1e-5)
     clone = _roundtrip(block)
-    assert clone.gelu_approximate is approximate
+    assert (clone.gelu_approximate, clone.activation) == (approximate, activation)
+
+
+def test_mlp_block_rejects_an_unknown_activation():
+    message = r"`activation` must be one of \('gelu', 'relu'\). Received: activation='swish'"
+    with pytest.raises(ValueError, match=message):
+        MlpBlock(mlp_dim=4, activation="swish")
 
 
 def test_mixer_block_mixes_tokens_then_channels():

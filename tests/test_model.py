@@ -42,6 +42,12 @@ def test_shared_model_checks_pass_with_dropout_and_drop_path():
     run_model_checks(model, _images(), labels=np.array([0, 1, 2, 3]))
 
 
+def test_shared_model_checks_pass_with_relu_mlps():
+    model = _randomize(MLPMixer(**TINY, activation="relu"))
+    run_model_checks(model, _images(), labels=np.array([0, 1, 2, 3]))
+    assert all(block.channel_mixing.activation == "relu" for block in model.mixer_blocks)
+
+
 def test_shared_model_checks_grayscale_rectangular_softmax():
     model = _randomize(
         MLPMixer(
@@ -168,6 +174,7 @@ def test_wrong_channel_count_at_call_time_is_one_clear_error():
         ({"pooling": None}, r"when include_top=True"),
         ({"classifier_activation": "relu"}, r"Received: classifier_activation='relu'"),
         ({"layer_norm_epsilon": 0}, r"Received: layer_norm_epsilon=0"),
+        ({"activation": "tanh"}, r"`activation` must be one of \('gelu', 'relu'\). Received: activation='tanh'"),
     ],
 )
 def test_bad_arguments_raise_one_clear_error_before_building(overrides, message):

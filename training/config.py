@@ -26,6 +26,9 @@ class ModelConfig:
     channels_mlp_dim: int = _field(512, "channel-mixing MLP width D_C")
     dropout_rate: float = _field(0.0, "dropout inside the MLPs")
     drop_path_rate: float = _field(0.0, "stochastic depth of the last block (linear over blocks)")
+    activation: str = _field(
+        "gelu", "MLP nonlinearity: gelu (the paper's) or relu (~1.5x faster training on CPU)", ("gelu", "relu")
+    )
     init_from: str | None = _field(
         None, "official .npz or a .keras model to start from (token mixing resized if needed)"
     )

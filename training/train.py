@@ -53,6 +53,7 @@ def model_arguments(config, spec):
         "num_channels": spec.num_channels,
         "dropout_rate": model.dropout_rate,
         "drop_path_rate": model.drop_path_rate,
+        "activation": model.activation,
     }
 
 
