@@ -1,12 +1,14 @@
-"""A/B of the MlpBlock layout: 2-D matmuls (the package) vs Keras' 3-D `Dense` (the layout before).
+"""A/B/C of the MlpBlock: 2-D matmuls (the package), Keras' 3-D `Dense` (the layout before), ReLU.
 
-    python -m benchmarks.mlp_layout [--pairs 2] [--repeats 15] [--json benchmarks/mlp_layout.json]
+    python -m benchmarks.mlp_layout [--pairs 2] [--repeats 15] [--variants 2d,3d,relu]
+                                    [--json benchmarks/mlp_layout.json]
 
-Each variant runs in its own process, alternating (A, B, A, B, ...), on the default Fashion-MNIST
-Mixer: a `tf.function` train step (AdamW, 8 steps of batch 128 per timed call) and a forward pass.
-The "3d" variant replaces `MlpBlock.call` with the plain `Dense -> GELU -> Dense` on (N, S, C)
-tensors, which TensorFlow lowers to reshape + matmul + reshape with a separate bias add and GELU.
-Prints the median images/s of each process and writes JSON.
+Each variant runs in its own process, alternating (A, B, C, A, B, C, ...), on the default
+Fashion-MNIST Mixer: a `tf.function` train step (AdamW, 8 steps of batch 128 per timed call) and a
+forward pass. The "3d" variant replaces `MlpBlock.call` with the plain `Dense -> GELU -> Dense` on
+(N, S, C) tensors, which TensorFlow lowers to reshape + matmul + reshape with a separate bias add
+and GELU. The "relu" variant is the package's layout with `activation="relu"` (what the GELU costs).
+Prints the median images/s of each process, each variant's speed relative to "2d", and writes JSON.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-VARIANTS = ("2d", "3d")
+VARIANTS = ("2d", "3d", "relu")
 
 
 def _measure(variant, repeats):
@@ -38,7 +40,7 @@ def _measure(variant, repeats):
             return self.dense_1(keras.ops.gelu(self.dense_0(x), approximate=self.gelu_approximate))
 
         MlpBlock.call = call
-    model = MLPMixer(**model_config(FASHION))
+    model = MLPMixer(**model_config(FASHION), activation="relu" if variant == "relu" else "gelu")
     optimizer = keras.optimizers.AdamW(1e-3)
     optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
@@ -75,7 +77,8 @@ def _measure(variant, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mlp_layout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=2, help="alternating (2d, 3d) process pairs")
+    parser.add_argument("--pairs", type=int, default=2, help="alternating rounds of one process per variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--repeats", type=int, default=15, help="timed calls per process")
     parser.add_argument("--json", default="benchmarks/mlp_layout.json")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one child process
@@ -84,9 +87,12 @@ def main(argv=None):
         print(json.dumps(_measure(args.variant, args.repeats)))
         return 0
 
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "2d" not in variants or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants must include 2d and name only {VARIANTS}. Received: {args.variants!r}")
     runs = []
     for _ in range(args.pairs):
-        for variant in VARIANTS:
+        for variant in variants:
             child = subprocess.run(
                 [sys.executable, "-m", "benchmarks.mlp_layout", "--variant", variant, "--repeats", str(args.repeats)],
                 capture_output=True, text=True, check=True,
@@ -98,10 +104,11 @@ def main(argv=None):
         variant: {
             kind: statistics.median(r[kind] for r in runs if r["variant"] == variant) for kind in ("train", "forward")
         }
-        for variant in VARIANTS
+        for variant in variants
     }
-    for kind in ("train", "forward"):
-        print(f"{kind}: 2d / 3d = {summary['2d'][kind] / summary['3d'][kind]:.2f}")
+    for variant in (v for v in variants if v != "2d"):
+        for kind in ("train", "forward"):
+            print(f"{kind}: {variant} / 2d = {summary[variant][kind] / summary['2d'][kind]:.2f}")
     from training.files import write_json_atomically  # noqa: PLC0415
     from training.train import machine_description  # noqa: PLC0415
 

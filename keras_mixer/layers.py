@@ -18,7 +18,7 @@ from keras import ops
 
 PACKAGE = "keras_mixer"
 
-# The MLP nonlinearity: the paper's GELU, or ReLU, which trains ~1.5x faster on a CPU (TensorFlow
+# The MLP nonlinearity: the paper's GELU, or ReLU, which trains ~1.4x faster on a CPU (TensorFlow
 # fuses it into the matmul; the GELU's element-wise chain is a third of a small Mixer's step there).
 MLP_ACTIVATIONS = ("gelu", "relu")
 
