@@ -222,7 +222,7 @@ class MixerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.activation = check_mlp_activation(activation)
+        self.activation = activation  # checked by the MlpBlocks below
         self.tokens_mlp_dim = int(tokens_mlp_dim)
         self.channels_mlp_dim = int(channels_mlp_dim)
         self.dropout_rate = float(dropout_rate)

@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 
+from keras_mixer.layers import MLP_ACTIVATIONS
 from training.config import RECIPES, SECTIONS, TrainConfig, add_config_flags, config_from_args, recipe_config
 
 
@@ -21,6 +22,11 @@ def test_every_field_is_a_flag_with_help():
         for field in dataclasses.fields(getattr(config, section)):
             assert "--" + field.name.replace("_", "-") in help_text
             assert field.metadata["help"]
+
+
+def test_activation_choices_are_the_models():
+    (field,) = [f for f in dataclasses.fields(TrainConfig().model) if f.name == "activation"]
+    assert field.metadata["choices"] == MLP_ACTIVATIONS
 
 
 def test_flags_override_the_recipe():

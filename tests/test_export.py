@@ -94,6 +94,12 @@ def test_saved_model_cli_shows_and_runs_the_signature(model, tmp_path):
     assert "probabilities" in ran.stdout
 
 
+def _export_cli(*args):
+    """`python -m training.export ARGS` from the repository root; the finished process."""
+    command = [sys.executable, "-m", "training.export", *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
 def _run_tflite(path, images):
     # TensorFlow's own (deprecated) interpreter on purpose: an independent check of the LiteRT one.
     with warnings.catch_warnings():
@@ -138,10 +144,9 @@ def test_tflite_int8_without_data_says_how_to_provide_it(model, tmp_path):
 
 def test_export_cli_bad_inputs_write_nothing(tmp_path):
     base = tmp_path / "exports"
-    result = subprocess.run(
-        [sys.executable, "-m", "training.export", "--model", str(tmp_path / "absent.keras"), "--base-dir", str(base),
-         "--formats", "saved_model,onnx", "--tflite-modes", "int3"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+    result = _export_cli(
+        "--model", tmp_path / "absent.keras", "--base-dir", base, "--formats", "saved_model,onnx",
+        "--tflite-modes", "int3",
     )  # fmt: skip
     assert result.returncode == 2
     for text in ("unknown format 'onnx'", "unknown TFLite mode 'int3'", "model file not found"):
@@ -189,10 +194,9 @@ def test_parity_report_measures_each_export_and_flags_a_wrong_one(model, tmp_pat
 def test_export_cli_int8_outside_a_training_run_says_how_and_writes_nothing(model, tmp_path):
     model.save(tmp_path / "loose.keras")  # no config.json beside it: no training data to calibrate on
     base = tmp_path / "exports"
-    result = subprocess.run(
-        [sys.executable, "-m", "training.export", "--model", str(tmp_path / "loose.keras"), "--base-dir", str(base),
-         "--formats", "saved_model,tflite", "--tflite-modes", "float32,int8"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+    result = _export_cli(
+        "--model", tmp_path / "loose.keras", "--base-dir", base, "--formats", "saved_model,tflite",
+        "--tflite-modes", "float32,int8",
     )  # fmt: skip
     assert result.returncode == 2
     assert "full int8 calibrates on the training data" in result.stderr and "representative_data" in result.stderr

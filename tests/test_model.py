@@ -45,7 +45,8 @@ def test_shared_model_checks_pass_with_dropout_and_drop_path():
 def test_shared_model_checks_pass_with_relu_mlps():
     model = _randomize(MLPMixer(**TINY, activation="relu"))
     run_model_checks(model, _images(), labels=np.array([0, 1, 2, 3]))
-    assert all(block.channel_mixing.activation == "relu" for block in model.mixer_blocks)
+    mlps = [mlp for block in model.mixer_blocks for mlp in (block.token_mixing, block.channel_mixing)]
+    assert [mlp.activation for mlp in mlps] == ["relu"] * 2 * model.num_blocks
 
 
 def test_shared_model_checks_grayscale_rectangular_softmax():
