@@ -56,6 +56,19 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert _history_epochs(model_dir) == [0, 1]  # not trained twice
 
 
+def test_without_a_validation_part_the_training_accuracy_picks_the_checkpoint(fashion_data_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    flags = (*TINY_RUN, "--validation-fraction", "0", "--epochs", "2")  # the last value of a flag wins
+    result = run_train(*flags, "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no validation part" in result.stdout
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["splits"]["validation"] is None and summary["splits"]["train"] == "train[0:1024]"
+    assert summary["selected_by"] == "accuracy" and summary["best_validation_accuracy"] is None
+    assert "val_accuracy" not in summary["final_epoch_metrics"]  # CSVLogger's "NA" is not a number
+    assert (model_dir / "curves.png").stat().st_size > 0
+
+
 def test_sigkill_then_the_same_command_resumes_and_finishes(fashion_data_dir, tmp_path):
     model_dir = tmp_path / "run"
     flags = [*TINY_RUN, "--epochs", "6", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)]

@@ -14,11 +14,15 @@ def write_json_atomically(path, payload):
 
 
 def read_history(path):
-    """The CSVLogger history as a list of {metric: float} rows (empty when absent)."""
+    """The CSVLogger history as a list of {metric: float} rows (empty when absent).
+
+    A metric the epoch did not log is left out of its row: Keras' CSVLogger always writes the
+    `val_` columns and fills them with "NA" when a run has no validation data.
+    """
     if not os.path.exists(path):
         return []
     with open(path) as file:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+        return [{k: float(v) for k, v in row.items() if v not in ("NA", "")} for row in csv.DictReader(file)]
 
 
 def save_curves(history_csv, path):
@@ -28,8 +32,7 @@ def save_curves(history_csv, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    with open(history_csv) as file:
-        rows = list(csv.DictReader(file))
+    rows = read_history(history_csv)
     if not rows:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]
@@ -37,7 +40,7 @@ def save_curves(history_csv, path):
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
             if prefix + metric in rows[0]:
-                axis.plot(epochs, [float(r[prefix + metric]) for r in rows], style, label=(prefix or "train_") + metric)
+                axis.plot(epochs, [r[prefix + metric] for r in rows], style, label=(prefix or "train_") + metric)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.grid(alpha=0.3)

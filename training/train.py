@@ -293,7 +293,9 @@ def train(config, extra_layers=(), verbose="auto"):
                 "test_accuracy": test["test_accuracy"],
                 "test_loss": test["test_loss"],
                 "best_epoch": best_record["epoch"],
-                "best_validation_accuracy": best_record["value"],
+                # Without a validation part the best checkpoint follows the training accuracy.
+                "selected_by": best_record["monitor"],
+                "best_validation_accuracy": best_record["value"] if best_record["monitor"] == "val_accuracy" else None,
                 "final_epoch_metrics": history[-1] if history else {},
                 "wall_seconds": time.time() - started,
                 "fit_seconds_this_process": fit_seconds,
@@ -352,9 +354,10 @@ def main(argv=None):
         print(f"{config.model_dir} already holds this finished run (--overwrite trains it again).")
     print(f"weights fingerprint: {summary['weights_fingerprint']}")
     if "test_accuracy" in summary:
+        validation = summary.get("best_validation_accuracy")
+        chosen_by = f"validation {validation:.4f}" if validation is not None else "no validation part: train accuracy"
         print(
-            f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}, "
-            f"validation {summary['best_validation_accuracy']:.4f}); "
+            f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}, {chosen_by}); "
             f"{summary['train_images_per_second']:.0f} train images/s; "
             f"{summary['wall_seconds']:.0f} s; summary: {os.path.join(config.model_dir, 'summary.json')}"
         )
