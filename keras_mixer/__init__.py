@@ -7,7 +7,7 @@ Public API only. Example:
 True
 """
 
-from keras_mixer import layers, schedules
+from keras_mixer import flip_average, layers, schedules
 from keras_mixer.checkpoints import (
     change_resolution,
     load_official_weights,
@@ -40,6 +40,7 @@ __all__ = [
     "MixerS16",
     "MixerS32",
     "change_resolution",
+    "flip_average",
     "layers",
     "load_official_weights",
     "read_official_checkpoint",

@@ -7,6 +7,7 @@ Presets (the paper's seven sizes) live in `presets.py`; official weights in `che
 
 import keras
 
+from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
 from keras_mixer.layers import (
     PACKAGE,
     MixerBlock,
@@ -61,6 +62,7 @@ def validate_mixer_arguments(
     classifier_activation,
     layer_norm_epsilon,
     activation="gelu",
+    flip_average=False,
 ):
     """Check every constructor argument; return `(image_size, patch_size)` as (h, w) pairs.
 
@@ -90,6 +92,13 @@ def validate_mixer_arguments(
             f"Received: classifier_activation={classifier_activation!r}"
         )
     check_mlp_activation(activation)
+    if not isinstance(flip_average, bool):
+        raise ValueError(f"`flip_average` must be True or False. Received: flip_average={flip_average!r}")
+    if flip_average and not include_top and pooling is None:
+        raise ValueError(
+            "`flip_average=True` averages an image's output with its mirror image's, which needs one vector "
+            "per image: use include_top=True or a pooling. Received: include_top=False, pooling=None"
+        )
     if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
         raise ValueError(
             f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={layer_norm_epsilon!r}"
@@ -152,6 +161,9 @@ class MLPMixer(keras.Model):
         activation: the MLPs' nonlinearity, "gelu" (the paper's) or "relu" (not the paper's
             model; ~1.4x faster training on a CPU, where TensorFlow fuses it into the matmul).
         layer_norm_epsilon: 1e-6, as the official model.
+        flip_average: test-time augmentation, not the paper's model: the output is the mean of
+            the outputs for each image and its left-right mirror image (twice the compute).
+            `model.flip_averaged()` makes such a copy of a trained model. Default False.
         name: the model's name.
 
     Example:
@@ -182,6 +194,7 @@ class MLPMixer(keras.Model):
         gelu_approximate=True,
         layer_norm_epsilon=1e-6,
         activation="gelu",
+        flip_average=False,
         name="mlp_mixer",
         **kwargs,
     ):
@@ -202,12 +215,15 @@ class MLPMixer(keras.Model):
             classifier_activation=classifier_activation,
             layer_norm_epsilon=layer_norm_epsilon,
             activation=activation,
+            flip_average=flip_average,
         )
 
         # --- 2. build the graph --------------------------------------------------------------
         safe_dtype = mixed_precision_safe_dtype(None)
         inputs = keras.Input(shape=(*image_size, num_channels), name="images")
         x = inputs
+        if flip_average:
+            x = MirrorImages(name="mirror_images")(x)
         if include_preprocessing:
             # Pixels [0, 255] -> [-1, 1]: (x - 127.5) / 127.5.
             x = keras.layers.Rescaling(scale=1 / 127.5, offset=-1.0, name="preprocessing")(x)
@@ -237,6 +253,8 @@ class MLPMixer(keras.Model):
                 name="head",
                 dtype=safe_dtype,
             )(x)
+        if flip_average:
+            x = AverageMirrorPairs(name="average_mirror_pairs", dtype=safe_dtype)(x)
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
 
         # --- 3. keep every argument ------------------------------------------------------------
@@ -257,6 +275,7 @@ class MLPMixer(keras.Model):
         self.gelu_approximate = gelu_approximate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
+        self.flip_average = flip_average
 
     @property
     def grid_size(self):
@@ -295,6 +314,7 @@ class MLPMixer(keras.Model):
             "gelu_approximate": self.gelu_approximate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
+            "flip_average": self.flip_average,
         }
 
     @classmethod
@@ -303,6 +323,24 @@ class MLPMixer(keras.Model):
         for key in ("image_size", "patch_size"):
             config[key] = _pair(config[key])
         return cls(**config)
+
+    def flip_averaged(self):
+        """A copy of this model, same weights, whose output averages each image with its mirror image.
+
+        Test-time augmentation for a model trained with random horizontal flips (see
+        `keras_mixer.flip_average`); the copy costs twice the compute per image.
+
+        Example:
+        >>> import numpy as np
+        >>> model = MLPMixer(num_classes=10, image_size=28, patch_size=7, num_channels=1,
+        ...                  num_blocks=1, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32)
+        >>> averaged = model.flip_averaged()
+        >>> averaged.flip_average, averaged.predict(np.zeros((3, 28, 28, 1)), verbose=0).shape
+        (True, (3, 10))
+        """
+        twin = type(self).from_config({**self.get_config(), "flip_average": True})
+        twin.set_weights(self.get_weights())
+        return twin
 
     @classmethod
     def from_preset(cls, preset, weights=None, **overrides):

@@ -1,4 +1,4 @@
-"""The model code (keras.ops / keras.layers only) runs on the JAX backend too.
+"""The model code (keras.ops / keras.layers only) runs on the JAX backend too (flip averaging included).
 
 A subprocess, because Keras picks its backend once per process. PyTorch is not exercised: on this
 machine kind installing torch can pull a multi-GB CUDA build, so it is not part of the test extra.
@@ -22,8 +22,11 @@ y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
 model.compile(optimizer="adam", loss=keras.losses.CategoricalCrossentropy(from_logits=True))
 loss = model.fit(x, y, epochs=1, verbose=0).history["loss"][0]
 big = keras_mixer.change_resolution(model, 32)
+averaged = model.flip_averaged()
+mean = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
 print(json.dumps({"backend": keras.backend.backend(), "shape": list(model.predict(x, verbose=0).shape),
-                  "loss": float(loss), "big": list(big.predict(np.tile(x, (1, 2, 2, 1)), verbose=0).shape)}))
+                  "loss": float(loss), "big": list(big.predict(np.tile(x, (1, 2, 2, 1)), verbose=0).shape),
+                  "flip_average_error": float(np.abs(averaged.predict(x, verbose=0) - mean).max())}))
 """
 
 
@@ -37,3 +40,4 @@ def test_model_trains_on_another_backend(backend, module):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["backend"] == backend and report["shape"] == [4, 3] and report["big"] == [4, 3]
+    assert report["flip_average_error"] < 1e-5
