@@ -31,6 +31,9 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["train_images_per_second"] > 0
     assert summary["config"]["model"]["hidden_dim"] == 16 and summary["machine"]["cores"] >= 1
     assert _history_epochs(model_dir) == [0, 1]
+    # The default recipe's test figure averages each image with its mirror; the single view is kept too.
+    assert summary["test_flip_average"] and 0.0 <= summary["single_view_test_accuracy"] <= 1.0
+    assert "one view:" in result.stdout
 
     # The trained checkpoint (optimizer and schedule included) loads in a fresh process and exports.
     export = subprocess.run(
@@ -40,6 +43,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert export.returncode == 0, export.stderr[-3000:]
+    assert "Exporting the flip-averaged model" in export.stdout  # as the run was evaluated
     assert (tmp_path / "exports" / "tiny" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "exports" / "tiny" / "tflite" / "int8.tflite").exists()
     class_names = (tmp_path / "exports" / "tiny" / "1" / "assets" / "class_names.txt").read_text().split("\n")
@@ -58,7 +62,8 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
 
 def test_without_a_validation_part_the_training_accuracy_picks_the_checkpoint(fashion_data_dir, tmp_path):
     model_dir = tmp_path / "run"
-    flags = (*TINY_RUN, "--validation-fraction", "0", "--epochs", "2")  # the last value of a flag wins
+    # The last value of a flag wins; this run also covers plain single-view testing.
+    flags = (*TINY_RUN, "--validation-fraction", "0", "--epochs", "2", "--test-flip-average", "false")
     result = run_train(*flags, "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no validation part" in result.stdout
@@ -66,6 +71,7 @@ def test_without_a_validation_part_the_training_accuracy_picks_the_checkpoint(fa
     assert summary["splits"]["validation"] is None and summary["splits"]["train"] == "train[0:1024]"
     assert summary["selected_by"] == "accuracy" and summary["best_validation_accuracy"] is None
     assert "val_accuracy" not in summary["final_epoch_metrics"]  # CSVLogger's "NA" is not a number
+    assert not summary["test_flip_average"] and summary["single_view_test_accuracy"] == summary["test_accuracy"]
     assert (model_dir / "curves.png").stat().st_size > 0
 
 
@@ -105,6 +111,7 @@ def test_sigkill_then_the_same_command_resumes_and_finishes(fashion_data_dir, tm
         (["--image-size", "30"], "not a multiple of the patch"),
         (["--batch-size", "4096"], "exceeds the"),
         (["--train-split", "nope"], "Bad split"),
+        (["--flip", "false"], "needs a model trained with random flips. Received: flip=False"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_clear_message(fashion_data_dir, tmp_path, flags, message):

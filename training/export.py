@@ -2,7 +2,9 @@
 
 Writes `saved_models/<name>/<version>/` (TF Serving layout, next integer version, atomic) and,
 with `--formats saved_model,tflite`, `saved_models/<name>/tflite/<mode>.tflite`. Class names
-come from the run's summary.json (the tfds metadata) when the model sits in a run dir.
+come from the run's summary.json (the tfds metadata) when the model sits in a run dir. A run
+trained with `--test-flip-average` is exported flip-averaged (each image's output is the mean over
+it and its mirror image), so the exports compute what the run's test accuracy measured.
 A thin CLI over `keras_mixer.export`.
 """
 
@@ -28,6 +30,17 @@ def _run_dir(model_path):
     """The training run the model file sits in, or None (then there is no data to calibrate or report on)."""
     folder = os.path.dirname(os.path.abspath(model_path))
     return folder if os.path.exists(os.path.join(folder, "config.json")) else None
+
+
+def _flip_average(choice, run_dir):
+    """auto: as the run was evaluated (its --test-flip-average), off when the model is not in a run dir."""
+    if choice != "auto":
+        return choice == "on"
+    if run_dir is None:
+        return False
+    from training.runs import load_run_config  # noqa: PLC0415
+
+    return load_run_config(run_dir).augment.test_flip_average
 
 
 def _representative_batches(run_dir, count):
@@ -67,6 +80,13 @@ def main(argv=None):
         help="parity report on the run's test split (auto: when the model sits in a training run's dir)",
     )
     parser.add_argument("--report-examples", type=int, default=0, help="test examples in the report (0: all)")
+    parser.add_argument(
+        "--flip-average",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="export a model whose output is the mean over each image and its mirror image "
+        "(auto: as the run was evaluated, its --test-flip-average)",
+    )
     args = parser.parse_args(argv)
 
     from keras_mixer.export import TFLITE_MODES  # noqa: PLC0415
@@ -92,11 +112,15 @@ def main(argv=None):
 
     import keras  # noqa: PLC0415
 
+    from keras_mixer import MLPMixer  # noqa: PLC0415
     from keras_mixer.export import export_saved_model, export_tflite  # noqa: PLC0415
     from training.export_report import parity_report, report_markdown, write_report  # noqa: PLC0415
 
     try:
         model = keras.saving.load_model(args.model)
+        if _flip_average(args.flip_average, run_dir) and isinstance(model, MLPMixer) and not model.flip_average:
+            model = model.flip_averaged()
+            print("Exporting the flip-averaged model: each output is the mean over the image and its mirror image.")
         base = os.path.join(args.base_dir, args.name)
         tflite_files = {}
         if "tflite" in formats:

@@ -90,6 +90,15 @@ def check_batch_split(batch_size, replicas):
         )
 
 
+def check_test_flip_average(augment):
+    """Averaging over mirror images only makes sense for a model that was trained on them."""
+    if augment.test_flip_average and not augment.flip:
+        raise ConfigError(
+            "--test-flip-average averages each test image with its mirror image, which needs a model trained "
+            "with random flips. Received: flip=False, test_flip_average=True (pass --test-flip-average false)"
+        )
+
+
 def move_old_run_aside(model_dir):
     """--overwrite keeps the old run as <model_dir>.replaced-<time> (nothing is lost)."""
     if os.path.exists(os.path.join(model_dir, "config.json")):
@@ -183,6 +192,7 @@ def train(config, extra_layers=(), verbose="auto"):
     from training.evaluate import evaluate  # noqa: PLC0415
 
     # 1. Everything that can be wrong is checked before the model dir is touched.
+    check_test_flip_average(config.augment)
     check_model_dir(config)
     finished = os.path.join(config.model_dir, "summary.json")
     if os.path.exists(finished) and not config.overwrite:
@@ -292,6 +302,8 @@ def train(config, extra_layers=(), verbose="auto"):
             {
                 "test_accuracy": test["test_accuracy"],
                 "test_loss": test["test_loss"],
+                "test_flip_average": test["flip_average"],
+                "single_view_test_accuracy": test["single_view_test_accuracy"],
                 "best_epoch": best_record["epoch"],
                 # Without a validation part the best checkpoint follows the training accuracy.
                 "selected_by": best_record["monitor"],
@@ -356,8 +368,13 @@ def main(argv=None):
     if "test_accuracy" in summary:
         validation = summary.get("best_validation_accuracy")
         chosen_by = f"validation {validation:.4f}" if validation is not None else "no validation part: train accuracy"
+        views = (
+            f"mean over each image and its mirror; one view: {summary['single_view_test_accuracy']:.4f}"
+            if summary.get("test_flip_average")
+            else "one view"
+        )
         print(
-            f"test accuracy {summary['test_accuracy']:.4f} (best epoch {summary['best_epoch']}, {chosen_by}); "
+            f"test accuracy {summary['test_accuracy']:.4f} ({views}; best epoch {summary['best_epoch']}, {chosen_by}); "
             f"{summary['train_images_per_second']:.0f} train images/s; "
             f"{summary['wall_seconds']:.0f} s; summary: {os.path.join(config.model_dir, 'summary.json')}"
         )
