@@ -72,6 +72,17 @@ def test_without_a_validation_part_the_training_accuracy_picks_the_checkpoint(fa
     assert summary["selected_by"] == "accuracy" and summary["best_validation_accuracy"] is None
     assert "val_accuracy" not in summary["final_epoch_metrics"]  # CSVLogger's "NA" is not a number
     assert not summary["test_flip_average"] and summary["single_view_test_accuracy"] == summary["test_accuracy"]
+
+    # training.evaluate can still average a run's views on request; its single view is the run's figure.
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--model-dir", str(model_dir), "--flip-average", "on",
+         "--data-dir", fashion_data_dir],
+        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert "one view:" in evaluation.stdout
+    result = json.loads((model_dir / "evaluation.json").read_text())
+    assert result["flip_average"] and result["single_view_test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert (model_dir / "curves.png").stat().st_size > 0
 
 

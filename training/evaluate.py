@@ -32,6 +32,8 @@ def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0, flip_
     """
     import keras  # noqa: PLC0415
 
+    import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer and its layers for load_model)
+
     model_path = os.path.join(model_dir, checkpoint)
     config = load_run_config(model_dir)  # a missing config.json is reported before anything else
     if not os.path.exists(model_path):
