@@ -16,7 +16,12 @@ from training.experiments.permutation import (
     permute_mixer_weights,
     pixel_order,
 )
-from training.experiments.token_weights import paired_units, token_mixing_kernel
+from training.experiments.token_weights import (
+    median_pair_correlation,
+    paired_units,
+    random_pair_correlation,
+    token_mixing_kernel,
+)
 
 SIZE, PATCH = 12, 3
 
@@ -112,6 +117,16 @@ def test_token_weights_from_keras_and_npz(tmp_path):
     result = _run("training.experiments.token_weights", "--model", str(tmp_path / "m.keras"), "--block", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "token_weights_block1.png").stat().st_size > 5_000
+    assert "median correlation of the paired units:" in result.stdout
+
+
+def test_median_pair_correlation_finds_planted_opposites_and_not_chance():
+    rng = np.random.default_rng(4)
+    detectors = rng.standard_normal((16, 32))
+    planted = np.concatenate([detectors, -detectors * rng.uniform(0.5, 2.0, 32)], axis=1)  # each unit's opposite
+    assert median_pair_correlation(planted) == pytest.approx(-1.0)
+    chance = random_pair_correlation((16, 64))
+    assert -0.7 < chance < -0.3  # greedy pairing of random vectors is anti-correlated, but far from -1
 
 
 def test_token_weights_bad_input(tmp_path):

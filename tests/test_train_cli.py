@@ -18,6 +18,13 @@ def _history_epochs(model_dir):
         return [int(row["epoch"]) for row in csv.DictReader(file)]
 
 
+def _evaluate_cli(model_dir, data_dir, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "training.evaluate", "--model-dir", str(model_dir), "--data-dir", data_dir, *flags],
+        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+
+
 def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     model_dir = tmp_path / "run"
     result = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
@@ -44,6 +51,13 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     )  # fmt: skip
     assert export.returncode == 0, export.stderr[-3000:]
     assert "Exporting the flip-averaged model" in export.stdout  # as the run was evaluated
+
+    # The validation part evaluates like the test split; one view, it is the figure fit chose the checkpoint by.
+    validation = _evaluate_cli(model_dir, fashion_data_dir, "--split", "validation")
+    assert validation.returncode == 0, validation.stderr[-3000:]
+    result = json.loads((model_dir / "validation_evaluation.json").read_text())
+    assert result["split"] == "train[896:1024]" and result["examples"] == 128 and result["flip_average"]
+    assert result["single_view_validation_accuracy"] == pytest.approx(summary["best_validation_accuracy"], abs=1e-6)
     assert (tmp_path / "exports" / "tiny" / "1" / "saved_model.pb").exists()
     assert (tmp_path / "exports" / "tiny" / "tflite" / "int8.tflite").exists()
     class_names = (tmp_path / "exports" / "tiny" / "1" / "assets" / "class_names.txt").read_text().split("\n")
@@ -74,15 +88,13 @@ def test_without_a_validation_part_the_training_accuracy_picks_the_checkpoint(fa
     assert not summary["test_flip_average"] and summary["single_view_test_accuracy"] == summary["test_accuracy"]
 
     # training.evaluate can still average a run's views on request; its single view is the run's figure.
-    evaluation = subprocess.run(
-        [sys.executable, "-m", "training.evaluate", "--model-dir", str(model_dir), "--flip-average", "on",
-         "--data-dir", fashion_data_dir],
-        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )  # fmt: skip
+    evaluation = _evaluate_cli(model_dir, fashion_data_dir, "--flip-average", "on")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     assert "one view:" in evaluation.stdout
     result = json.loads((model_dir / "evaluation.json").read_text())
     assert result["flip_average"] and result["single_view_test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    no_validation = _evaluate_cli(model_dir, fashion_data_dir, "--split", "validation")
+    assert no_validation.returncode == 2 and "held out no validation part" in no_validation.stderr
     assert (model_dir / "curves.png").stat().st_size > 0
 
 

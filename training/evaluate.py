@@ -1,9 +1,11 @@
-"""Evaluate a trained run on its held-out test split: `python -m training.evaluate --model-dir runs/default`.
+"""Evaluate a trained run: `python -m training.evaluate --model-dir runs/default [--split validation]`.
 
 Reads the run's `config.json` (dataset, splits, image size) and `best.keras` (or `--checkpoint`),
-evaluates once on the test split and writes `evaluation.json` beside them. When the run asks for
-test-time flip averaging (`--test-flip-average`), the headline figures are those of the mean over
-each image and its mirror image, and the single-view figures are recorded beside them.
+evaluates once on the held-out test split (or on the run's validation part, the one to compare
+recipes on) and writes `evaluation.json` (`validation_evaluation.json`) beside them. With
+test-time flip averaging (the run's `--test-flip-average`, or `--flip-average on`), the headline
+figures are those of the mean over each image and its mirror image, and the single-view figures
+are recorded beside them.
 """
 
 import argparse
@@ -12,49 +14,57 @@ import sys
 
 from training import EXIT_BAD_INPUT
 from training.files import write_json_atomically
-from training.runs import load_run_config, run_split
+from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice, load_run_config, run_split
+
+SPLITS = ("test", "validation")
 
 
-def _test_metrics(model, test_data, verbose):
+def _metrics(model, data, verbose):
     import keras  # noqa: PLC0415
 
     model.compile(
         loss=keras.losses.CategoricalCrossentropy(from_logits=model.classifier_activation is None),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
-    return model.evaluate(test_data, return_dict=True, verbose=verbose)
+    return model.evaluate(data, return_dict=True, verbose=verbose)
 
 
-def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0, flip_average=None):
-    """Test loss and accuracy of `model_dir/checkpoint` on the run's test split; returns a dict.
+def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0, flip_average="auto", split="test"):
+    """Loss and accuracy of `model_dir/checkpoint` on the run's `split` ("test" or "validation").
 
-    `flip_average`: None follows the run's `--test-flip-average`; True / False force it.
+    `flip_average`: "auto" follows the run's `--test-flip-average`; "on" / "off" force it.
+    Returns a dict whose figures are named after the split (`test_accuracy`, ...).
     """
     import keras  # noqa: PLC0415
 
     import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer and its layers for load_model)
 
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
     model_path = os.path.join(model_dir, checkpoint)
     config = load_run_config(model_dir)  # a missing config.json is reported before anything else
+    if split == "validation" and not config.data.validation_fraction:
+        raise ValueError(f"The run in {model_dir} held out no validation part (validation_fraction=0).")
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{model_path} not found: is {model_dir!r} a training run's --model-dir?")
     model = keras.saving.load_model(model_path)
-    test_data, spec = run_split(model_dir, "test", data_dir=data_dir)
-    single_view = _test_metrics(model, test_data, verbose)
-    flip_average = config.augment.test_flip_average if flip_average is None else flip_average
-    metrics = _test_metrics(model.flip_averaged(), test_data, verbose) if flip_average else single_view
+    data, spec = run_split(model_dir, split, data_dir=data_dir)
+    single_view = _metrics(model, data, verbose)
+    averaged = flip_average_choice(flip_average, model_dir)
+    metrics = _metrics(model.flip_averaged(), data, verbose) if averaged else single_view
     result = {
         "checkpoint": model_path,
         "dataset": spec.name,
-        "split": spec.splits["test"],
-        "examples": spec.test_examples,
-        "flip_average": bool(flip_average),
-        "test_accuracy": metrics["accuracy"],
-        "test_loss": metrics["loss"],
-        "single_view_test_accuracy": single_view["accuracy"],
-        "single_view_test_loss": single_view["loss"],
+        "split": spec.splits[split],
+        "examples": spec.test_examples if split == "test" else spec.validation_examples,
+        "flip_average": averaged,
+        f"{split}_accuracy": metrics["accuracy"],
+        f"{split}_loss": metrics["loss"],
+        f"single_view_{split}_accuracy": single_view["accuracy"],
+        f"single_view_{split}_loss": single_view["loss"],
     }
-    write_json_atomically(os.path.join(model_dir, "evaluation.json"), result)
+    name = "evaluation.json" if split == "test" else f"{split}_evaluation.json"
+    write_json_atomically(os.path.join(model_dir, name), result)
     return result
 
 
@@ -64,26 +74,36 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default="best.keras", help="file in the model dir (best.keras or last.keras)")
     parser.add_argument("--data-dir", default=None, help="tfds data dir, if not the run's")
     parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="the held-out test split, or the run's validation part (for comparing recipes)",
+    )
+    parser.add_argument(
         "--flip-average",
-        choices=("auto", "on", "off"),
+        choices=FLIP_AVERAGE_CHOICES,
         default="auto",
-        help="average each test image with its mirror image (auto: as the run's --test-flip-average)",
+        help="average each image with its mirror image (auto: as the run's --test-flip-average)",
     )
     args = parser.parse_args(argv)
     from training.data import DatasetError  # noqa: PLC0415
 
     try:
-        flip_average = {"auto": None, "on": True, "off": False}[args.flip_average]
-        result = evaluate(args.model_dir, args.checkpoint, args.data_dir, verbose=1, flip_average=flip_average)
-    except (FileNotFoundError, DatasetError) as error:
+        result = evaluate(
+            args.model_dir, args.checkpoint, args.data_dir, verbose=1, flip_average=args.flip_average, split=args.split
+        )
+    except (FileNotFoundError, DatasetError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    split = args.split
     views = (
-        f" (mean over each image and its mirror; one view: {result['single_view_test_accuracy']:.4f})"
+        f" (mean over each image and its mirror; one view: {result[f'single_view_{split}_accuracy']:.4f})"
         if result["flip_average"]
         else ""
     )
-    print(f"test accuracy {result['test_accuracy']:.4f} on {result['examples']} images of {result['split']}{views}")
+    print(
+        f"{split} accuracy {result[f'{split}_accuracy']:.4f} on {result['examples']} images of {result['split']}{views}"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 
 from training import EXIT_BAD_INPUT
+from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice
 
 FORMATS = ("saved_model", "tflite")
 
@@ -30,17 +31,6 @@ def _run_dir(model_path):
     """The training run the model file sits in, or None (then there is no data to calibrate or report on)."""
     folder = os.path.dirname(os.path.abspath(model_path))
     return folder if os.path.exists(os.path.join(folder, "config.json")) else None
-
-
-def _flip_average(choice, run_dir):
-    """auto: as the run was evaluated (its --test-flip-average), off when the model is not in a run dir."""
-    if choice != "auto":
-        return choice == "on"
-    if run_dir is None:
-        return False
-    from training.runs import load_run_config  # noqa: PLC0415
-
-    return load_run_config(run_dir).augment.test_flip_average
 
 
 def _representative_batches(run_dir, count):
@@ -82,7 +72,7 @@ def main(argv=None):
     parser.add_argument("--report-examples", type=int, default=0, help="test examples in the report (0: all)")
     parser.add_argument(
         "--flip-average",
-        choices=("auto", "on", "off"),
+        choices=FLIP_AVERAGE_CHOICES,
         default="auto",
         help="export a model whose output is the mean over each image and its mirror image "
         "(auto: as the run was evaluated, its --test-flip-average)",
@@ -118,7 +108,7 @@ def main(argv=None):
 
     try:
         model = keras.saving.load_model(args.model)
-        if _flip_average(args.flip_average, run_dir) and isinstance(model, MLPMixer) and not model.flip_average:
+        if flip_average_choice(args.flip_average, run_dir) and isinstance(model, MLPMixer) and not model.flip_average:
             model = model.flip_averaged()
             print("Exporting the flip-averaged model: each output is the mean over the image and its mirror image.")
         base = os.path.join(args.base_dir, args.name)

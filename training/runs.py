@@ -38,3 +38,13 @@ def run_split(model_dir, role, batch_size=None, data_dir=None):
         training=False,
     )
     return pipeline, spec
+
+
+FLIP_AVERAGE_CHOICES = ("auto", "on", "off")
+
+
+def flip_average_choice(choice, model_dir):
+    """`--flip-average auto|on|off` as a bool; auto is the run's `--test-flip-average` (off without a run)."""
+    if choice != "auto":
+        return choice == "on"
+    return model_dir is not None and load_run_config(model_dir).augment.test_flip_average

@@ -49,6 +49,30 @@ def token_mixing_kernel(path, block):
     return kernel, tuple(grid)
 
 
+def unit_correlations(kernel):
+    """Pearson correlation between every two hidden units (columns) of a (tokens, units) kernel."""
+    units = kernel.T - kernel.T.mean(axis=1, keepdims=True)
+    units = units / (np.linalg.norm(units, axis=1, keepdims=True) + 1e-12)
+    return units @ units.T
+
+
+def median_pair_correlation(kernel):
+    """Median correlation of the pairs `paired_units` forms: -1 when every unit has an exact opposite.
+
+    >>> k = np.array([[1.0, -1.0, 0.5, -0.5], [2.0, -2.0, -1.0, 1.0], [0.0, 0.0, 1.0, -1.0]])
+    >>> float(round(median_pair_correlation(k), 6))
+    -1.0
+    """
+    order, correlation = paired_units(kernel), unit_correlations(kernel)
+    return float(np.median([correlation[a, b] for a, b in zip(order[0::2], order[1::2])]))
+
+
+def random_pair_correlation(shape, draws=20, seed=0):
+    """`median_pair_correlation` of Gaussian kernels of `shape`: the value chance alone gives (median of draws)."""
+    rng = np.random.default_rng(seed)
+    return float(np.median([median_pair_correlation(rng.standard_normal(shape)) for _ in range(draws)]))
+
+
 def paired_units(kernel):
     """Unit indices in display order: each unit followed by its most anti-correlated partner.
 
@@ -56,11 +80,9 @@ def paired_units(kernel):
     >>> paired_units(k)
     [0, 1, 2, 3]
     """
-    units = kernel.T - kernel.T.mean(axis=1, keepdims=True)
-    units = units / (np.linalg.norm(units, axis=1, keepdims=True) + 1e-12)
-    correlation = units @ units.T
+    correlation = unit_correlations(kernel)
     np.fill_diagonal(correlation, np.inf)
-    free, order = set(range(len(units))), []
+    free, order = set(range(len(correlation))), []
     # Greedy: the most opposed remaining pair first.
     for first, second in zip(*np.unravel_index(np.argsort(correlation, axis=None), correlation.shape)):
         if first < second and first in free and second in free:
@@ -121,6 +143,10 @@ def main(argv=None):
     title = f"{os.path.basename(args.model)}: block {args.block} token-mixing units ({grid[0]}x{grid[1]} patch grid)"
     render(kernel, grid, output, args.units, title)
     print(f"wrote {output} ({min(args.units, kernel.shape[1])} of {kernel.shape[1]} units, {grid[0]}x{grid[1]} grid)")
+    print(
+        f"median correlation of the paired units: {median_pair_correlation(kernel):.2f} "
+        f"(random weights of the same shape: {random_pair_correlation(kernel.shape):.2f}, median of 20 draws)"
+    )
     return 0
 
 
