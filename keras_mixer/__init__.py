@@ -9,7 +9,9 @@ True
 
 from keras_mixer import flip_average, layers, schedules
 from keras_mixer.checkpoints import (
+    TOKEN_MIXING_RESIZES,
     change_resolution,
+    interpolate_token_mixing,
     load_official_weights,
     read_official_checkpoint,
     resize_token_mixing,
@@ -18,6 +20,7 @@ from keras_mixer.checkpoints import (
 from keras_mixer.model import MLPMixer
 from keras_mixer.presets import (
     PRESETS,
+    PUBLISHED_WEIGHTS,
     MixerB16,
     MixerB32,
     MixerH14,
@@ -26,11 +29,15 @@ from keras_mixer.presets import (
     MixerS16,
     MixerS32,
 )
+from keras_mixer.weights import WeightsDownloadError, download_weights, imagenet1k_class_names
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "PUBLISHED_WEIGHTS",
+    "TOKEN_MIXING_RESIZES",
+    "WeightsDownloadError",
     "MLPMixer",
     "MixerB16",
     "MixerB32",
@@ -40,7 +47,10 @@ __all__ = [
     "MixerS16",
     "MixerS32",
     "change_resolution",
+    "download_weights",
     "flip_average",
+    "imagenet1k_class_names",
+    "interpolate_token_mixing",
     "layers",
     "load_official_weights",
     "read_official_checkpoint",

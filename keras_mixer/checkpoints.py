@@ -6,6 +6,8 @@ What lives here:
 - `load_official_weights` / `save_official_weights`: all-or-nothing load, and the inverse.
 - `resize_token_mixing` (a weight set) and `change_resolution` (a model): Appendix C of the
   paper, block-diagonal token-mixing weights for an integer up-scaling factor K.
+- `interpolate_token_mixing`: the explicit alternative for any other size (not the paper's
+  scheme): token-mixing weights resampled bilinearly as 2-D grids over the token grid.
 
 Layouts agree with Keras without transposes: Flax Dense kernels are (in, out), Flax convs HWIO,
 LayerNorm `scale`/`bias` are Keras `gamma`/`beta`.
@@ -20,6 +22,23 @@ import keras
 import numpy as np
 
 HEAD_KEYS = ("head/kernel", "head/bias")
+# How token-mixing weights follow a new token grid: the paper's Appendix C (integer factor);
+# bilinear resampling of the weights as 2-D grids (any size; not the paper's scheme); or "reinit",
+# which keeps the model's random token-indexed weights, as a loader that skips shape mismatches
+# would (a baseline to compare the other two with).
+TOKEN_MIXING_RESIZES = ("appendix_c", "interpolate", "reinit")
+# The token-mixing weights whose shape depends on the number of tokens S.
+TOKEN_INDEXED_SUFFIXES = ("token_mixing/Dense_0/kernel", "token_mixing/Dense_1/kernel", "token_mixing/Dense_1/bias")
+
+
+def check_token_mixing_resize(token_mixing_resize):
+    """`token_mixing_resize` if it is one of `TOKEN_MIXING_RESIZES`, else one `ValueError`."""
+    if token_mixing_resize not in TOKEN_MIXING_RESIZES:
+        raise ValueError(
+            f"`token_mixing_resize` must be one of {TOKEN_MIXING_RESIZES}. "
+            f"Received: token_mixing_resize={token_mixing_resize!r}"
+        )
+    return token_mixing_resize
 
 
 def read_official_checkpoint(path):
@@ -113,9 +132,22 @@ def resolution_factor(params, grid_size):
         raise ValueError(
             "Resolution change supports only an integer factor K on both sides (tokens S' = K^2 * S, "
             f"paper Appendix C). The checkpoint has S={checkpoint_tokens} tokens; the model's token "
-            f"grid is {rows}x{cols}={rows * cols}."
+            f"grid is {rows}x{cols}={rows * cols}. To resample the token-mixing weights as 2-D grids "
+            "instead (any size; not the paper's scheme), pass token_mixing_resize='interpolate' "
+            "(CLI: --token-mixing-resize interpolate)."
         )
     return (rows // factor, cols // factor), factor
+
+
+def _token_mixing_prefixes(params, old_grid):
+    """`MixerBlock_i/token_mixing/` for every token-mixing MLP in `params`, each checked to have
+    the tokens of `old_grid`."""
+    height, width = old_grid
+    for key, kernel in params.items():
+        if key.endswith("token_mixing/Dense_0/kernel"):
+            if kernel.shape[0] != height * width:
+                raise ValueError(f"{key} has {kernel.shape[0]} tokens, but old_grid={old_grid} has {height * width}.")
+            yield key[: -len("Dense_0/kernel")]
 
 
 def resize_token_mixing(params, old_grid, factor):
@@ -156,16 +188,9 @@ def resize_token_mixing(params, old_grid, factor):
     new_tokens = subgrid.size
 
     resized = dict(params)
-    for key in params:
-        if not key.endswith("token_mixing/Dense_0/kernel"):
-            continue
-        prefix = key[: -len("Dense_0/kernel")]
+    for prefix in _token_mixing_prefixes(params, old_grid):
         kernel_0, bias_0 = params[prefix + "Dense_0/kernel"], params[prefix + "Dense_0/bias"]
         kernel_1, bias_1 = params[prefix + "Dense_1/kernel"], params[prefix + "Dense_1/bias"]
-        if kernel_0.shape[0] != height * width:
-            raise ValueError(
-                f"{prefix}Dense_0/kernel has {kernel_0.shape[0]} tokens, but old_grid={old_grid} has {height * width}."
-            )
         mlp_dim = kernel_0.shape[1]
         new_kernel_0 = np.zeros((new_tokens, factor * factor * mlp_dim), kernel_0.dtype)
         new_kernel_1 = np.zeros((factor * factor * mlp_dim, new_tokens), kernel_1.dtype)
@@ -180,6 +205,86 @@ def resize_token_mixing(params, old_grid, factor):
     return resized
 
 
+def bilinear_matrix(new_size, old_size):
+    """(new_size, old_size) weights of 1-D linear resampling with half-pixel centres.
+
+    Row i samples the old axis at (i + 0.5) · old / new - 0.5, clamped to the edge samples: the
+    convention of `tf.image.resize(..., "bilinear")` and `jax.image.resize` without antialiasing.
+
+    Example:
+    >>> bilinear_matrix(4, 2)
+    array([[1.  , 0.  ],
+           [0.75, 0.25],
+           [0.25, 0.75],
+           [0.  , 1.  ]])
+    """
+    position = np.clip((np.arange(new_size) + 0.5) * old_size / new_size - 0.5, 0, old_size - 1)
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, old_size - 1)
+    fraction = position - lower
+    matrix = np.zeros((new_size, old_size))
+    np.add.at(matrix, (np.arange(new_size), lower), 1 - fraction)
+    np.add.at(matrix, (np.arange(new_size), upper), fraction)
+    return matrix
+
+
+def interpolate_token_mixing(params, old_grid, new_grid):
+    """Token-mixing weights for another token grid, resampled as 2-D images (not the paper's scheme).
+
+    Each token-indexed axis is reshaped to the (h, w) grid and resampled bilinearly to the new grid
+    (`bilinear_matrix` on both axes): Dense_0's kernel rows (S, D_S) -> (S', D_S), Dense_1's kernel
+    columns (D_S, S) -> (D_S, S') and its bias (S,) -> (S',). Dense_0's kernel is also scaled by
+    S / S', so a spatially smooth input gives the hidden units the same pre-activations as before
+    (a sum over S' tokens replaces a sum over S). `tokens_mlp_dim` is unchanged; all other weights
+    are returned unchanged.
+
+    Example:
+    >>> import numpy as np
+    >>> p = {"MixerBlock_0/token_mixing/Dense_0/kernel": np.ones((4, 3)),
+    ...      "MixerBlock_0/token_mixing/Dense_0/bias": np.zeros(3),
+    ...      "MixerBlock_0/token_mixing/Dense_1/kernel": np.ones((3, 4)),
+    ...      "MixerBlock_0/token_mixing/Dense_1/bias": np.zeros(4)}
+    >>> interpolate_token_mixing(p, (2, 2), (3, 3))["MixerBlock_0/token_mixing/Dense_0/kernel"].shape
+    (9, 3)
+    """
+    (height, width), (new_height, new_width) = tuple(old_grid), tuple(new_grid)
+    rows, cols = bilinear_matrix(new_height, height), bilinear_matrix(new_width, width)
+    scale = (height * width) / (new_height * new_width)
+
+    def resample(tokens_last):  # (..., h * w) -> (..., h' * w')
+        grid = tokens_last.reshape(*tokens_last.shape[:-1], height, width)
+        resampled = np.einsum("ah,...hw,bw->...ab", rows, grid, cols)
+        return resampled.reshape(*tokens_last.shape[:-1], new_height * new_width)
+
+    resized = dict(params)
+    for prefix in _token_mixing_prefixes(params, old_grid):
+        kernel_0, kernel_1 = params[prefix + "Dense_0/kernel"], params[prefix + "Dense_1/kernel"]
+        bias_1 = params[prefix + "Dense_1/bias"]
+        resized[prefix + "Dense_0/kernel"] = (scale * resample(kernel_0.T).T).astype(kernel_0.dtype)
+        resized[prefix + "Dense_1/kernel"] = resample(kernel_1).astype(kernel_1.dtype)
+        resized[prefix + "Dense_1/bias"] = resample(bias_1).astype(bias_1.dtype)
+    return resized
+
+
+def checkpoint_grid(params, grid_size, token_mixing_resize):
+    """The token grid the checkpoint was trained with, for a model with token grid `grid_size`.
+
+    With "appendix_c" it is the model's grid divided by the integer factor K; with "interpolate"
+    it is taken as square (all published checkpoints are); "reinit" needs none.
+    """
+    if token_mixing_resize == "appendix_c":
+        return resolution_factor(params, grid_size)[0]
+    tokens = params["MixerBlock_0/token_mixing/Dense_0/kernel"].shape[0]
+    if token_mixing_resize == "reinit":
+        return grid_size  # nothing is resampled
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(
+            f"token_mixing_resize='interpolate' needs a square token grid in the checkpoint; it has {tokens} tokens."
+        )
+    return (side, side)
+
+
 def _head_is_loadable(params, table):
     if not all(key in params for key in HEAD_KEYS):
         return False, "the checkpoint has no head"
@@ -191,7 +296,30 @@ def _head_is_loadable(params, table):
     return True, ""
 
 
-def load_official_weights(model, checkpoint, allow_resize=False):
+def _fit_token_grid(params, model, token_mixing_resize):
+    """`params` for the model's token grid, and the keys the model keeps its own values for."""
+    token_kernel = params.get("MixerBlock_0/token_mixing/Dense_0/kernel")
+    if token_kernel is None or token_kernel.shape[0] == model.num_tokens:
+        return params, set()
+    old_grid = checkpoint_grid(params, model.grid_size, token_mixing_resize)
+    factor = model.grid_size[0] // old_grid[0]
+    appendix_c = token_mixing_resize == "appendix_c"
+    needed = factor * factor * token_kernel.shape[1] if appendix_c else token_kernel.shape[1]
+    if model.tokens_mlp_dim != needed:
+        raise ValueError(
+            f"token_mixing_resize={token_mixing_resize!r} to the model's {model.grid_size} token grid needs "
+            f"tokens_mlp_dim={needed} (Appendix C: K^2 * D_S, one copy of the token MLP per sub-grid; otherwise "
+            f"the checkpoint's D_S). Build it with `MLPMixer.from_preset(..., weights=...)` or "
+            f"`change_resolution(model, image_size)`. Received: tokens_mlp_dim={model.tokens_mlp_dim}"
+        )
+    if appendix_c:
+        return resize_token_mixing(params, old_grid, factor), set()
+    if token_mixing_resize == "interpolate":
+        return interpolate_token_mixing(params, old_grid, model.grid_size), set()
+    return params, {key for key in params if key.endswith(TOKEN_INDEXED_SUFFIXES)}
+
+
+def load_official_weights(model, checkpoint, allow_resize=False, token_mixing_resize="appendix_c"):
     """Load an official Mixer checkpoint into `model`, all or nothing.
 
     Every key and shape is checked before any variable changes; a problem raises one
@@ -201,8 +329,12 @@ def load_official_weights(model, checkpoint, allow_resize=False):
     Args:
         model: an `MLPMixer`.
         checkpoint: the path of an .npz, or a {key: array} dict with official keys.
-        allow_resize: allow a model with K² times the checkpoint's tokens (same patch
-            size, K an integer) and build its token-mixing weights by the paper's Appendix C.
+        allow_resize: allow a model whose token grid differs from the checkpoint's (same
+            patch size) and build its token-mixing weights as `token_mixing_resize` says.
+        token_mixing_resize: "appendix_c" (the paper's: K² times the checkpoint's tokens, K an
+            integer, `tokens_mlp_dim` = K²·D_S), "interpolate" (any grid, same `tokens_mlp_dim`;
+            not the paper's scheme, see `interpolate_token_mixing`) or "reinit" (the
+            token-indexed weights keep the model's random values; a baseline).
 
     Example:
     >>> from keras_mixer import MLPMixer
@@ -221,23 +353,15 @@ def load_official_weights(model, checkpoint, allow_resize=False):
             f"{tuple(stem.shape[:2])} but the model has patch_size={model.patch_size}. Only the "
             "checkpoint's own patch size is supported (resolution change keeps the patch size)."
         )
-    token_kernel = params.get("MixerBlock_0/token_mixing/Dense_0/kernel")
-    if allow_resize and token_kernel is not None and token_kernel.shape[0] != model.num_tokens:
-        old_grid, factor = resolution_factor(params, model.grid_size)
-        needed = factor * factor * token_kernel.shape[1]
-        if model.tokens_mlp_dim != needed:
-            raise ValueError(
-                f"A model {factor}x the checkpoint's resolution needs tokens_mlp_dim = K^2 * D_S = "
-                f"{needed} (paper Appendix C: one copy of the token MLP per sub-grid). Build it with "
-                f"`MLPMixer.from_preset(..., weights=...)` or `change_resolution(model, image_size)`. "
-                f"Received: tokens_mlp_dim={model.tokens_mlp_dim}"
-            )
-        params = resize_token_mixing(params, old_grid, factor)
+    check_token_mixing_resize(token_mixing_resize)
+    kept = set()  # keys whose model values stay (token_mixing_resize="reinit")
+    if allow_resize:
+        params, kept = _fit_token_grid(params, model, token_mixing_resize)
 
     load_head, why_not = _head_is_loadable(params, table)
     assignments = []
     for key, variable in table.items():
-        if key in HEAD_KEYS and not load_head:
+        if (key in HEAD_KEYS and not load_head) or key in kept:
             continue
         if key not in params:
             raise ValueError(
@@ -277,13 +401,15 @@ def save_official_weights(model, path=None):
     return params
 
 
-def change_resolution(model, image_size):
-    """A copy of `model` for a K-times larger `image_size`, token mixing resized (Appendix C).
+def change_resolution(model, image_size, token_mixing_resize="appendix_c"):
+    """A copy of `model` for another `image_size`, token mixing resized (Appendix C by default).
 
     Args:
         model: an `MLPMixer`.
-        image_size: int or (h, w), an integer multiple K of the model's size on both sides
-            (the same K), with the same patch size.
+        image_size: int or (h, w). With "appendix_c", an integer multiple K of the model's size
+            on both sides (the same K); with "interpolate", any size the patch size divides.
+        token_mixing_resize: "appendix_c" (the paper's), "interpolate" (not the paper's; see
+            `interpolate_token_mixing`) or "reinit" (random token-indexed weights; a baseline).
 
     Example:
     >>> from keras_mixer import MLPMixer
@@ -295,14 +421,17 @@ def change_resolution(model, image_size):
     config = {**model.get_config(), "image_size": image_size}
     config.pop("name")
     params = save_official_weights(model)
-    config = resized_config(config, params)
-    bigger = type(model).from_config(config)
-    load_official_weights(bigger, params, allow_resize=True)
-    return bigger
+    config = resized_config(config, params, token_mixing_resize)
+    resized = type(model).from_config(config)
+    load_official_weights(resized, params, allow_resize=True, token_mixing_resize=token_mixing_resize)
+    return resized
 
 
-def resized_config(config, params):
-    """`config` with `tokens_mlp_dim` = K² · D_S when its image is K times the checkpoint's.
+def resized_config(config, params, token_mixing_resize="appendix_c"):
+    """`config` with the `tokens_mlp_dim` and `num_channels` that `params` fit.
+
+    `tokens_mlp_dim` is K² · D_S when the image is K times the checkpoint's and the resize is
+    "appendix_c", else the checkpoint's D_S; `num_channels` is the checkpoint stem's.
 
     Example:
     >>> import numpy as np
@@ -312,7 +441,16 @@ def resized_config(config, params):
     """
     from keras_mixer.model import validate_size_pairs  # noqa: PLC0415
 
+    check_token_mixing_resize(token_mixing_resize)
     image_size, patch_size = validate_size_pairs(config["image_size"], config["patch_size"])
     grid = tuple(s // p for s, p in zip(image_size, patch_size))
-    _, factor = resolution_factor(params, grid)
-    return {**config, "tokens_mlp_dim": factor * factor * params["MixerBlock_0/token_mixing/Dense_0/kernel"].shape[1]}
+    tokens_mlp_dim = params["MixerBlock_0/token_mixing/Dense_0/kernel"].shape[1]
+    if token_mixing_resize == "appendix_c":
+        _, factor = resolution_factor(params, grid)
+        tokens_mlp_dim *= factor * factor
+    else:
+        checkpoint_grid(params, grid, token_mixing_resize)
+    resized = {**config, "tokens_mlp_dim": tokens_mlp_dim}
+    if "stem/kernel" in params:
+        resized["num_channels"] = int(params["stem/kernel"].shape[2])
+    return resized

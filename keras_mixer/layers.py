@@ -84,10 +84,12 @@ class PatchEmbedding(keras.layers.Layer):
 
     def call(self, images):
         patches = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
-        patches = patches + self.bias
-        # (batch, grid_h, grid_w, channels) -> (batch, tokens, channels), row-major.
-        _, grid_h, grid_w, channels = ops.shape(patches)
-        return ops.reshape(patches, (-1, grid_h * grid_w, channels))
+        # (batch, grid_h, grid_w, channels) -> (batch, tokens, channels), row-major. The grid comes
+        # from the input's size: TensorFlow's conv returns a wrongly shaped empty tensor for an
+        # empty batch, which must still become (0, tokens, channels).
+        _, height, width, _ = ops.shape(images)
+        tokens = (height // self.patch_size[0]) * (width // self.patch_size[1])
+        return ops.reshape(patches, (-1, tokens, self.hidden_dim)) + self.bias
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape

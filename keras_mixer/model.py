@@ -63,6 +63,7 @@ def validate_mixer_arguments(
     layer_norm_epsilon,
     activation="gelu",
     flip_average=False,
+    class_names=None,
 ):
     """Check every constructor argument; return `(image_size, patch_size)` as (h, w) pairs.
 
@@ -99,11 +100,54 @@ def validate_mixer_arguments(
             "`flip_average=True` averages an image's output with its mirror image's, which needs one vector "
             "per image: use include_top=True or a pooling. Received: include_top=False, pooling=None"
         )
+    check_class_names(class_names, num_classes if include_top else None)
     if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
         raise ValueError(
             f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={layer_norm_epsilon!r}"
         )
     return image_size, patch_size
+
+
+# What `keras.Model` itself takes besides `name`; anything else unknown is a typo.
+KERAS_MODEL_KEYWORDS = ("trainable", "dtype")
+
+
+def check_keyword_arguments(cls, kwargs):
+    """Refuse an unknown keyword argument (a misspelt `num_clases=10` would otherwise be dropped
+    silently), naming it and the closest valid name."""
+    import difflib  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+
+    valid = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")]
+    valid += KERAS_MODEL_KEYWORDS
+    for name in kwargs:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise TypeError(
+                f"{cls.__name__} got an unexpected keyword argument `{name}`.{hint} Valid arguments: {sorted(valid)}"
+            )
+
+
+def check_class_names(class_names, num_classes):
+    """`class_names` is None or one string per output class (a model with a head)."""
+    if class_names is None:
+        return
+    if num_classes is None:
+        raise ValueError("`class_names` names the head's outputs, but include_top=False: pass class_names=None.")
+    if (
+        isinstance(class_names, str)
+        or not isinstance(class_names, (list, tuple))
+        or not all(isinstance(name, str) for name in class_names)
+    ):
+        raise ValueError(
+            f"`class_names` must be a list of strings, one per class. Received: a {type(class_names).__name__}"
+        )
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"`class_names` must have one name per class: num_classes={num_classes}, but "
+            f"{len(class_names)} names were given."
+        )
 
 
 def validate_size_pairs(image_size, patch_size):
@@ -161,6 +205,8 @@ class MLPMixer(keras.Model):
         activation: the MLPs' nonlinearity, "gelu" (the paper's) or "relu" (not the paper's
             model; ~1.4x faster training on a CPU, where TensorFlow fuses it into the matmul).
         layer_norm_epsilon: 1e-6, as the official model.
+        class_names: None, or a name per output class; kept in the config (and so in `.keras`
+            files and exports), used by `training.predict` and the serving signatures.
         flip_average: test-time augmentation, not the paper's model: the output is the mean of
             the outputs for each image and its left-right mirror image (twice the compute).
             `model.flip_averaged()` makes such a copy of a trained model. Default False.
@@ -195,10 +241,12 @@ class MLPMixer(keras.Model):
         layer_norm_epsilon=1e-6,
         activation="gelu",
         flip_average=False,
+        class_names=None,
         name="mlp_mixer",
         **kwargs,
     ):
         # --- 1. validate -------------------------------------------------------------------
+        check_keyword_arguments(type(self), kwargs)
         image_size, patch_size = validate_mixer_arguments(
             image_size=image_size,
             patch_size=patch_size,
@@ -216,6 +264,7 @@ class MLPMixer(keras.Model):
             layer_norm_epsilon=layer_norm_epsilon,
             activation=activation,
             flip_average=flip_average,
+            class_names=class_names,
         )
 
         # --- 2. build the graph --------------------------------------------------------------
@@ -276,6 +325,7 @@ class MLPMixer(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.activation = activation
         self.flip_average = flip_average
+        self.class_names = None if class_names is None else list(class_names)
 
     @property
     def grid_size(self):
@@ -315,6 +365,7 @@ class MLPMixer(keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "activation": self.activation,
             "flip_average": self.flip_average,
+            "class_names": self.class_names,
         }
 
     @classmethod
@@ -323,6 +374,15 @@ class MLPMixer(keras.Model):
         for key in ("image_size", "patch_size"):
             config[key] = _pair(config[key])
         return cls(**config)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`; an empty batch of images gives an empty (0, ...) result.
+
+        (Keras' predict loop runs no step on zero images and fails; the model itself handles them.)
+        """
+        if getattr(x, "shape", None) is not None and len(x.shape) == 4 and x.shape[0] == 0:
+            return keras.ops.convert_to_numpy(self(x, training=False))
+        return super().predict(x, *args, **kwargs)
 
     def flip_averaged(self):
         """A copy of this model, same weights, whose output averages each image with its mirror image.
@@ -343,15 +403,21 @@ class MLPMixer(keras.Model):
         return twin
 
     @classmethod
-    def from_preset(cls, preset, weights=None, **overrides):
-        """Build one of the paper's seven configurations, optionally loading official weights.
+    def from_preset(cls, preset, weights=None, token_mixing_resize="appendix_c", **overrides):
+        """Build one of the paper's seven configurations, optionally with official weights.
 
         Args:
             preset: one of `keras_mixer.PRESETS` ("mixer_s32", ..., "mixer_h14").
-            weights: None (random init) or the path of an official .npz checkpoint. When
-                `image_size` is K times the checkpoint's (K an integer), the token-mixing
-                weights are resized by the paper's Appendix C scheme (block-diagonal copies,
-                so `tokens_mlp_dim` becomes K² times the preset's).
+            weights: None (random init); the name of a published set for this preset
+                ("imagenet1k", "imagenet21k", "sam", "gsam"; see `keras_mixer.PUBLISHED_WEIGHTS`),
+                downloaded once into the Keras cache; or the path of an official .npz file.
+                The head loads when `num_classes` is the file's (the set's class count by
+                default), and a 1000-class ImageNet head gets the ImageNet class names.
+            token_mixing_resize: how token-mixing weights follow an `image_size` other than the
+                checkpoint's 224 px. "appendix_c" (default, the paper's scheme): the size must be
+                an integer multiple K, and `tokens_mlp_dim` becomes K² times the preset's
+                (block-diagonal copies). "interpolate" (not the paper's scheme): any size; the
+                token-mixing weights are resampled as 2-D grids and `tokens_mlp_dim` is kept.
             **overrides: any constructor argument (num_classes, image_size, ...).
 
         Example:
@@ -362,11 +428,24 @@ class MLPMixer(keras.Model):
         # Imported here: presets and checkpoints both import this module.
         from keras_mixer.checkpoints import load_official_weights, read_official_checkpoint, resized_config  # noqa: PLC0415
         from keras_mixer.presets import preset_config  # noqa: PLC0415
+        from keras_mixer.weights import imagenet1k_class_names, resolve_weights  # noqa: PLC0415
 
+        check_keyword_arguments(cls, overrides)  # before any download
         config = {**preset_config(preset), **overrides}
         if weights is None:
             return cls(**config)
-        params = read_official_checkpoint(weights)
-        model = cls(**resized_config(config, params))
-        load_official_weights(model, params, allow_resize=True)
+        path, row = resolve_weights(preset, weights)
+        if row is not None:
+            config["num_classes"] = overrides.get("num_classes", row["num_classes"])
+            if config["num_classes"] == row["num_classes"] == 1000:
+                config.setdefault("class_names", imagenet1k_class_names())
+        params = read_official_checkpoint(path)
+        fitted = resized_config(config, params, token_mixing_resize)
+        if "num_channels" in overrides and fitted["num_channels"] != overrides["num_channels"]:
+            raise ValueError(
+                f"The checkpoint's stem takes {fitted['num_channels']}-channel images. "
+                f"Received: num_channels={overrides['num_channels']}"
+            )
+        model = cls(**fitted)
+        load_official_weights(model, params, allow_resize=True, token_mixing_resize=token_mixing_resize)
         return model

@@ -8,6 +8,7 @@ import pytest
 from keras_mixer import (
     MLPMixer,
     change_resolution,
+    interpolate_token_mixing,
     load_official_weights,
     read_official_checkpoint,
     resize_token_mixing,
@@ -194,7 +195,9 @@ def test_resize_rejects_a_factor_that_is_not_a_positive_integer(factor):
 
 def test_resize_needs_k_squared_token_mlp_width(checkpoint):
     _, path = checkpoint
-    with pytest.raises(ValueError, match=r"tokens_mlp_dim = K\^2 \* D_S = 24.*Received: tokens_mlp_dim=6"):
+    with pytest.raises(
+        ValueError, match=r"needs tokens_mlp_dim=24 \(Appendix C: K\^2 \* D_S.*Received: tokens_mlp_dim=6"
+    ):
         load_official_weights(MLPMixer(**{**CONFIG, "image_size": 64}), path, allow_resize=True)
 
 
@@ -202,7 +205,7 @@ def test_resize_needs_k_squared_token_mlp_width(checkpoint):
 def test_non_integer_or_unequal_factors_are_refused(checkpoint, image_size):
     _, path = checkpoint
     model = MLPMixer(**{**CONFIG, "image_size": image_size})
-    with pytest.raises(ValueError, match=r"only an integer factor K.*S=16"):
+    with pytest.raises(ValueError, match=r"(?s)only an integer factor K.*S=16.*token_mixing_resize='interpolate'"):
         load_official_weights(model, path, allow_resize=True)
 
 
@@ -239,3 +242,58 @@ def test_from_preset_with_weights_resizes(tmp_path):
     assert kernel.shape == (16, 4 * 256)
     np.testing.assert_array_equal(kernel[0, :256], preset_sized["MixerBlock_0/token_mixing/Dense_0/kernel"][0])
     assert not kernel[0, 256:].any()
+
+
+def _resize_reference(grid, size):
+    """TensorFlow's own bilinear resize (half-pixel centres, no antialiasing): the independent reference."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.image.resize(tf.constant(grid, tf.float64), size, method="bilinear", antialias=False).numpy()
+
+
+@pytest.mark.parametrize("new_grid", [(6, 6), (8, 8), (3, 5)])
+def test_interpolated_token_mixing_is_a_bilinear_resize_of_each_weight_grid(checkpoint, new_grid):
+    params, _ = checkpoint
+    resized = interpolate_token_mixing(params, (4, 4), new_grid)
+    rows, cols = new_grid
+    for block in range(SIZES["blocks"]):
+        prefix = f"MixerBlock_{block}/token_mixing/"
+        kernel_0 = params[prefix + "Dense_0/kernel"]  # (S, D_S) -> grid (4, 4, D_S)
+        expected_0 = (
+            _resize_reference(kernel_0.reshape(4, 4, -1), new_grid).reshape(rows * cols, -1) * 16 / (rows * cols)
+        )
+        np.testing.assert_allclose(resized[prefix + "Dense_0/kernel"], expected_0, rtol=1e-5, atol=1e-6)
+        kernel_1 = params[prefix + "Dense_1/kernel"]  # (D_S, S) -> grid (4, 4, D_S)
+        expected_1 = _resize_reference(kernel_1.T.reshape(4, 4, -1), new_grid).reshape(rows * cols, -1).T
+        np.testing.assert_allclose(resized[prefix + "Dense_1/kernel"], expected_1, rtol=1e-5, atol=1e-6)
+        bias_1 = _resize_reference(params[prefix + "Dense_1/bias"].reshape(4, 4, 1), new_grid).reshape(-1)
+        np.testing.assert_allclose(resized[prefix + "Dense_1/bias"], bias_1, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(resized[prefix + "Dense_0/bias"], params[prefix + "Dense_0/bias"])
+    np.testing.assert_array_equal(resized["stem/kernel"], params["stem/kernel"])
+
+
+def test_interpolation_is_explicit_and_keeps_the_token_mlp_width(checkpoint):
+    _, path = checkpoint
+    model = MLPMixer(**CONFIG)
+    load_official_weights(model, path)
+    resized = change_resolution(model, 48, token_mixing_resize="interpolate")  # 1.5x: Appendix C cannot
+    assert resized.num_tokens == 36 and resized.tokens_mlp_dim == CONFIG["tokens_mlp_dim"]
+    assert np.all(np.isfinite(resized.predict(_images(2, size=48), verbose=0)))
+    with pytest.raises(ValueError, match="token_mixing_resize"):
+        change_resolution(model, 48)  # never silent: the paper's scheme refuses 1.5x
+    with pytest.raises(ValueError, match=r"must be one of \('appendix_c', 'interpolate', 'reinit'\)"):
+        change_resolution(model, 64, token_mixing_resize="bicubic")
+
+
+def test_reinit_keeps_the_models_own_token_indexed_weights_and_loads_the_rest(checkpoint):
+    params, path = checkpoint
+    model = MLPMixer(**{**CONFIG, "image_size": 64})  # 8x8 tokens, D_S as the checkpoint's
+    before = {w.path: keras.ops.convert_to_numpy(w).copy() for w in model.weights}
+    load_official_weights(model, path, allow_resize=True, token_mixing_resize="reinit")
+    mixing = model.mixer_blocks[0].token_mixing
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mixing.dense_0.kernel), before[mixing.dense_0.kernel.path])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(mixing.dense_1.bias), before[mixing.dense_1.bias.path])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(mixing.dense_0.bias), params["MixerBlock_0/token_mixing/Dense_0/bias"]
+    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("stem").kernel), params["stem/kernel"])

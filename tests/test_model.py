@@ -186,3 +186,40 @@ def test_bad_arguments_raise_one_clear_error_before_building(overrides, message)
 def test_structural_arguments_are_required():
     with pytest.raises(TypeError, match="num_blocks"):
         MLPMixer(num_classes=10)
+
+
+@pytest.mark.parametrize(
+    "build, typo, suggestion",
+    [
+        (lambda: MLPMixer(**TINY, pach_size=8), "pach_size", "patch_size"),
+        (lambda: MLPMixer.from_preset("mixer_s32", num_clases=10), "num_clases", "num_classes"),
+        (lambda: __import__("keras_mixer").MixerS32(num_clases=10), "num_clases", "num_classes"),
+    ],
+)
+def test_a_misspelt_argument_is_refused_with_the_closest_name(build, typo, suggestion):
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument `{typo}`\. Did you mean `{suggestion}`\?"):
+        build()
+
+
+def test_keras_own_keywords_stay_accepted():
+    model = MLPMixer(**TINY, name="mine", trainable=False, dtype="float32")
+    assert (model.name, model.trainable) == ("mine", False)
+
+
+def test_class_names_travel_with_the_model_and_are_checked(tmp_path):
+    model = MLPMixer(**TINY, class_names=["a", "b", "c", "d", "e"])
+    model.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras").class_names == ["a", "b", "c", "d", "e"]
+    assert model.flip_averaged().class_names == model.class_names
+    with pytest.raises(ValueError, match="num_classes=5, but 2 names"):
+        MLPMixer(**TINY, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="a list of strings"):
+        MLPMixer(**TINY, class_names="abcde")
+
+
+@pytest.mark.parametrize("flip_average", [False, True])
+def test_an_empty_batch_gives_an_empty_result(flip_average):
+    model = MLPMixer(**TINY, flip_average=flip_average)
+    empty = np.zeros((0, 16, 16, 3), "float32")
+    assert tuple(model(empty).shape) == (0, 5)
+    assert model.predict(empty, verbose=0).shape == (0, 5)
