@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "int8")
+CLASS_NAMES_FILE = "class_names.txt"
 
 
 def _check_mixer(model):
@@ -31,6 +32,30 @@ def _check_mixer(model):
         raise ValueError(f"Expected a keras_mixer.MLPMixer. Received: a {type(model).__name__}")
     if not model.include_top:
         raise ValueError("Export needs a classifier: the model was built with include_top=False.")
+
+
+def model_class_names(model):
+    """The model's `class_names`, or "0", "1", ... when it has none."""
+    return list(model.class_names) if model.class_names else [str(i) for i in range(model.num_classes)]
+
+
+def write_class_names(folder, class_names):
+    """`class_names.txt` in `folder`, one name a line, written atomically; returns its path."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, CLASS_NAMES_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        file.write("\n".join(class_names) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def read_class_names(folder):
+    """The names in `folder/class_names.txt`, or None when there is no such file."""
+    path = os.path.join(folder, CLASS_NAMES_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return [line.rstrip("\n") for line in file if line.strip()]
 
 
 def next_version(base_dir):
@@ -47,8 +72,13 @@ def _probabilities(model, images):
 
 
 def _serving_functions(model, class_names, top_k):
-    """The three signature functions, sharing one preprocessing and output path."""
+    """The three signature functions, sharing one preprocessing and output path.
+
+    Images are prepared as in training and `training.predict` (`keras_mixer.preprocessing`).
+    """
     import tensorflow as tf  # noqa: PLC0415
+
+    from keras_mixer.preprocessing import decode_image, resize_for_eval  # noqa: PLC0415
 
     height, width = model.image_size
     channels = model.num_channels
@@ -59,7 +89,7 @@ def _serving_functions(model, class_names, top_k):
         tf.debugging.assert_equal(
             tf.shape(images)[-1], channels, message=f"images must have {channels} channel(s) in the last axis"
         )
-        images = tf.image.resize(tf.cast(images, tf.float32), (height, width))
+        images = resize_for_eval(images, (height, width))
         probabilities = _probabilities(model, images)
         scores, classes = tf.math.top_k(probabilities, k=top_k)
         return {
@@ -70,8 +100,7 @@ def _serving_functions(model, class_names, top_k):
         }
 
     def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        return tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        return resize_for_eval(decode_image(encoded, channels), (height, width))
 
     def predict_bytes(encoded_images):
         images = tf.map_fn(decode, encoded_images, fn_output_signature=tf.TensorSpec((height, width, channels)))
@@ -86,7 +115,7 @@ def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None)
     Args:
         model: an `MLPMixer` with a head.
         base_dir: `saved_models/<name>`; versions are integer folders inside it.
-        class_names: a label per class (default "0", "1", ...).
+        class_names: a label per class (default: the model's `class_names`, else "0", "1", ...).
         top_k: how many classes `classes`/`scores`/`class_names` return.
         version: an explicit version; an existing one is refused (never overwritten).
 
@@ -96,7 +125,7 @@ def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None)
     import tensorflow as tf  # noqa: PLC0415
 
     _check_mixer(model)
-    class_names = [str(i) for i in range(model.num_classes)] if class_names is None else list(class_names)
+    class_names = list(class_names or model_class_names(model))
     if len(class_names) != model.num_classes:
         raise ValueError(f"Expected {model.num_classes} class names. Received: {len(class_names)}")
     top_k = min(int(top_k), model.num_classes)
@@ -121,10 +150,7 @@ def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None)
     staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base_dir)
     try:
         archive.write_out(staging, verbose=False)
-        assets = os.path.join(staging, "assets")
-        os.makedirs(assets, exist_ok=True)
-        with open(os.path.join(assets, "class_names.txt"), "w") as file:
-            file.write("\n".join(class_names) + "\n")
+        write_class_names(os.path.join(staging, "assets"), class_names)
         os.rename(staging, final)  # atomic: TF Serving never sees a half-written version
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -142,7 +168,8 @@ def export_tflite(model, path, mode="float32", representative_data=None, int8_io
             [0, 255], shape (N, H, W, C)) drawn from the training data.
         int8_io: for "int8": int8 input and output tensors instead of float32.
 
-    Input: float32 (1, H, W, C) pixels in [0, 255]; output: class probabilities.
+    Input: float32 (1, H, W, C) pixels in [0, 255]; output: class probabilities. The model's
+    class names are written beside the file, as `class_names.txt`.
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -184,9 +211,11 @@ def export_tflite(model, path, mode="float32", representative_data=None, int8_io
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
         flatbuffer = converter.convert()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     temporary = path + ".partial"
     with open(temporary, "wb") as file:
         file.write(flatbuffer)
     os.replace(temporary, path)
+    write_class_names(folder, model_class_names(model))  # TFLite files carry no labels; predict reads these
     return path

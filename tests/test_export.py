@@ -1,5 +1,6 @@
 """SavedModel (TF Serving layout, signatures, parity, atomic versions) and TFLite exports."""
 
+import io
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from keras_mixer import MLPMixer
 from keras_mixer.export import export_saved_model, export_tflite, next_version
@@ -62,6 +64,10 @@ def test_saved_model_versions_signatures_and_parity(model, tmp_path):
     encoded = tf.stack([tf.io.encode_png(tf.constant(image)) for image in images])
     out_bytes = loaded.signatures["serving_bytes"](encoded_images=encoded)
     np.testing.assert_allclose(out_bytes["probabilities"].numpy(), expected, atol=1e-5)
+    gif = io.BytesIO()  # GIF decodes to RGB; the signature converts it to the model's one channel
+    Image.fromarray(images[0, ..., 0]).save(gif, format="GIF")
+    out_gif = loaded.signatures["serving_bytes"](encoded_images=tf.constant([gif.getvalue()]))
+    assert out_gif["probabilities"].shape == (1, 4)
 
     bigger = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)  # 32x32: resized in the graph
     assert loaded.signatures["serving_default"](images=tf.constant(bigger, tf.float32))["probabilities"].shape == (3, 4)
