@@ -1,4 +1,5 @@
-"""Command-line training, evaluation and export of MLP-Mixers on tfds datasets."""
+"""Command-line training, evaluation, export and prediction of MLP-Mixers on tfds datasets and image folders."""
 
 EXIT_BAD_INPUT = 2  # a flag, file or dataset that cannot work: one message, nothing written
 EXIT_NON_FINITE = 3  # the loss diverged
+EXIT_SOME_FAILED = 1  # predict: some files could not be read; the others were classified

@@ -30,18 +30,38 @@ class ModelConfig:
         "gelu", "MLP nonlinearity: gelu (the paper's) or relu (~1.4x faster training on CPU)", ("gelu", "relu")
     )
     init_from: str | None = _field(
-        None, "official .npz or a .keras model to start from (token mixing resized if needed)"
+        None,
+        "weights to start from: a published set name (imagenet1k, imagenet21k, sam, gsam; needs --preset), "
+        "an official .npz or a .keras model; token mixing is resized to --image-size if needed",
+    )
+    token_mixing_resize: str = _field(
+        "appendix_c",
+        "how --init-from's token-mixing weights follow another image size: appendix_c (the paper's; an integer "
+        "multiple of the checkpoint's size), interpolate (any size; bilinear 2-D resampling, not the paper's) or "
+        "reinit (random token-indexed weights, as a shape-mismatch-skipping loader gives; a baseline)",
+        ("appendix_c", "interpolate", "reinit"),
     )
 
 
 @dataclasses.dataclass
 class DataConfig:
-    dataset: str = _field("fashion_mnist", "tfds dataset name (image classification, as_supervised)")
+    dataset: str = _field(
+        "fashion_mnist",
+        "tfds dataset name (image classification), or a folder with one subfolder of images per class "
+        "(optionally inside train/ and test/ folders)",
+    )
     data_dir: str | None = _field(None, "tfds data dir (default: tfds's own)")
     train_split: str = _field("train", "split to train on (part of it is held out for validation)")
     test_split: str = _field("test", "held-out split, evaluated once at the end, never used for selection")
     validation_fraction: float = _field(0.05, "fraction of the train split held out for validation/best checkpoint")
-    cache: bool = _field(True, "cache decoded images in memory (small datasets)")
+    test_fraction: float = _field(
+        0.2, "an image folder without a test/ folder: fraction of each class held out as the test part"
+    )
+    split_seed: int = _field(0, "an image folder: seed of the stratified test and validation parts")
+    skip_bad_images: bool = _field(
+        False, "an image folder: train without the files that cannot be read (default: stop, exit code 2)"
+    )
+    cache: bool = _field(True, "cache decoded images in memory when they fit in 2 GiB")
     shuffle_buffer: int = _field(20_000, "tf.data shuffle buffer")
 
 

@@ -10,10 +10,12 @@ as one-hot float32 vectors (so MixUp/CutMix soft labels and label smoothing shar
 """
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
 
+from keras_mixer.preprocessing import convert_channels, decode_image, resize_for_eval
 from training.offline_data import OFFLINE_DATASETS, prepare_command, prepare_fashion_mnist
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -123,25 +125,6 @@ def dataset_spec(builder, train_split="train", test_split="test", validation_fra
 # --- per-example and per-batch transforms ----------------------------------------------------
 
 
-def _resize_for_eval(image, image_size):
-    """Small images: resize to the model size. Large ones: resize so the crop is 87.5 %, center crop."""
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-    image = tf.cast(image, tf.float32)
-    if image.shape[0] is not None and image.shape[0] == image_size and image.shape[1] == image_size:
-        return image
-    scale = tf.cast(image_size, tf.float32) / 0.875 / tf.cast(tf.minimum(height, width), tf.float32)
-    large = tf.cast(tf.minimum(height, width), tf.float32) > image_size / 0.875
-    resized = tf.cond(
-        large,
-        lambda: tf.image.resize(
-            image, tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
-        ),
-        lambda: tf.image.resize(image, (image_size, image_size)),
-    )
-    return tf.image.resize_with_crop_or_pad(resized, image_size, image_size)
-
-
 def _inception_crop(image, image_size, seed):
     """Random area 8-100 %, aspect 3/4-4/3 crop, resized to the model size (large images)."""
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -223,12 +206,20 @@ def make_pipeline(
     cache=True,
     shuffle_buffer=10_000,
     extra_layers=(),
-    repeat=None,
+    decode=None,
+    num_channels=None,
 ):
     """(image, label) examples -> batches of (float32 pixels [0, 255], one-hot float32 labels).
 
     Training pipelines shuffle, augment and drop the last partial batch (equal per-replica
     shapes); evaluation pipelines keep every example in order.
+
+    Args:
+        decode: turns an example's first element into a uint8 image (H, W, C), e.g. a file path
+            into pixels (`training.folders`); None when the examples already hold images (tfds).
+            Training shuffles before decoding, so the shuffle buffer holds paths, not pixels.
+        num_channels: convert images to this many channels (1 or 3); None keeps theirs.
+        cache: keep the decoded, resized images in memory after the first epoch.
 
     Example:
     >>> import numpy as np, tensorflow as tf
@@ -237,31 +228,45 @@ def make_pipeline(
     >>> tuple(images.shape), tuple(labels.shape)
     ((2, 28, 28, 1), (2, 5))
     """
-    height, width = dataset.element_spec[0].shape[:2]
+    spec = dataset.element_spec[0]
+    height, width = spec.shape[:2] if spec.shape.rank == 3 else (None, None)
     small_images = height is not None and width is not None and height <= image_size and width <= image_size
     random_crop = training and augment is not None and augment.random_crop
 
-    def decode(image, label):
+    def pixels(image):
+        image = image if decode is None else decode(image)
+        return image if num_channels is None else convert_channels(image, num_channels)
+
+    def one_hot(image, label):
         return image, tf.one_hot(tf.cast(label, tf.int32), num_classes)
 
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    def prepare(image, label):
+        return resize_for_eval(pixels(image), image_size), label
+
+    dataset = dataset.map(one_hot, num_parallel_calls=AUTOTUNE)
     if small_images or not random_crop:
-        # Resize once (a no-op at the model size), cache, then shuffle the cached tensors.
-        dataset = dataset.map(lambda i, y: (_resize_for_eval(i, image_size), y), num_parallel_calls=AUTOTUNE)
+        # Resize once (a no-op at the model size); cached, the shuffle runs over the cached tensors,
+        # else over the undecoded examples, before the decode.
         if cache:
-            dataset = dataset.cache()
+            dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE).cache()
         if not training:
+            dataset = dataset if cache else dataset.map(prepare, num_parallel_calls=AUTOTUNE)
             return _shard_by_element(dataset.batch(batch_size)).prefetch(AUTOTUNE)
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if not cache:
+            dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE)
     else:
         # Large images: a fresh Inception crop of every example every epoch.
         def inception_crop(index, example):
             image, label = example
-            return _inception_crop(image, image_size, tf.stack([tf.cast(seed, tf.int64), index])), label
+            return _inception_crop(pixels(image), image_size, tf.stack([tf.cast(seed, tf.int64), index])), label
 
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.enumerate().map(inception_crop, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.repeat(repeat).batch(batch_size, drop_remainder=True)
+    if decode is not None:
+        # Files were checked before training; one that breaks afterwards is skipped, not fatal.
+        dataset = dataset.ignore_errors(log_warning=True)
+    dataset = dataset.repeat().batch(batch_size, drop_remainder=True)
     pad_crop = random_crop and small_images and augment.crop_padding > 0
 
     layers = [*batch_augmenters(augment, seed), *extra_layers] if augment is not None else list(extra_layers)
@@ -281,6 +286,11 @@ def make_pipeline(
     return _shard_by_element(dataset).prefetch(AUTOTUNE)
 
 
+def fits_in_memory(examples, image_size, num_channels, budget_bytes=2 << 30):
+    """Whether `examples` images at the model's size (float32) fit a cache of `budget_bytes`."""
+    return examples * image_size * image_size * num_channels * 4 <= budget_bytes
+
+
 def _shard_by_element(dataset):
     """Multi-worker input sharding by element: small tfds datasets have one file, too few to shard."""
     options = tf.data.Options()
@@ -294,3 +304,84 @@ def load_split(builder, split, shuffle_files=False, seed=0):
 
     read_config = tfds.ReadConfig(shuffle_seed=seed) if shuffle_files else None
     return builder.as_dataset(split=split, as_supervised=True, shuffle_files=shuffle_files, read_config=read_config)
+
+
+# --- one interface over tfds datasets and image folders ----------------------------------------
+
+
+@dataclasses.dataclass
+class DataSource:
+    """A dataset the trainer, evaluate and export read the same way, whatever it comes from.
+
+    `examples(role, shuffle_files, seed)` gives (image or file path, integer label) examples of
+    "train", "validation" or "test"; `decode` (None for tfds, which decodes itself) turns a file
+    path into pixels inside `make_pipeline`. `splits_record` is the folder file lists a new run
+    writes into its model dir (None for tfds, or when the run already has them).
+    """
+
+    spec: DatasetSpec
+    examples: object
+    decode: object = None
+    splits_record: dict | None = None
+
+
+def open_source(data, model_dir=None, progress=True):
+    """The `DataSource` of a `DataConfig`: a tfds name, or a folder of class subfolders.
+
+    A folder's file lists come from `model_dir/splits.json` when the run has one, else from
+    listing and checking the folder (see `training.folders`).
+    """
+    from training import folders  # noqa: PLC0415
+
+    if not folders.is_image_folder(data.dataset):
+        if os.sep in data.dataset and not os.path.exists(data.dataset):
+            raise DatasetError(f"No such folder: {data.dataset!r} (a tfds name has no '/' in it).")
+        builder = open_builder(data.dataset, data.data_dir, split=data.train_split)
+        spec = dataset_spec(builder, data.train_split, data.test_split, data.validation_fraction)
+        return DataSource(
+            spec=spec,
+            examples=lambda role, shuffle_files=False, seed=0: load_split(
+                builder, spec.splits[role], shuffle_files, seed
+            ),
+        )
+    if (data.train_split, data.test_split) != ("train", "test"):
+        raise DatasetError(
+            "--train-split and --test-split name tfds splits; an image folder uses its train/ and test/ "
+            f"subfolders or --test-fraction. Received: train_split={data.train_split!r}, test_split={data.test_split!r}"
+        )
+    record = folders.read_splits(model_dir) if model_dir else None
+    new_record = None
+    if record is None:
+        record = new_record = folders.build_splits(
+            data.dataset, data.test_fraction, data.validation_fraction, data.split_seed, data.skip_bad_images, progress
+        )
+    root, channels = record["root"], record["num_channels"]
+
+    def examples(role, shuffle_files=False, seed=0):
+        files = record[role]
+        paths = tf.constant([os.path.join(root, path) for path, _ in files], tf.string)
+        labels = tf.constant([label for _, label in files], tf.int64)
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+        return dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True) if shuffle_files else dataset
+
+    spec = DatasetSpec(
+        name=os.path.basename(root.rstrip(os.sep)),
+        num_classes=len(record["class_names"]),
+        num_channels=channels,
+        class_names=record["class_names"],
+        train_examples=len(record["train"]),
+        validation_examples=len(record["validation"]),
+        test_examples=len(record["test"]),
+        splits={
+            role: f"{root}: {len(record[role])} files" + (f" ({role}/)" if record["layout"] == "presplit" else "")
+            if record[role]
+            else None
+            for role in folders.ROLES
+        },
+    )
+    return DataSource(
+        spec=spec,
+        examples=examples,
+        decode=lambda path: decode_image(tf.io.read_file(path), channels),
+        splits_record=new_record,
+    )

@@ -48,7 +48,7 @@ def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0, flip_
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{model_path} not found: is {model_dir!r} a training run's --model-dir?")
     model = keras.saving.load_model(model_path)
-    data, spec = run_split(model_dir, split, data_dir=data_dir)
+    data, spec = run_split(model_dir, split, data_dir=data_dir, num_channels=model.num_channels)
     single_view = _metrics(model, data, verbose)
     averaged = flip_average_choice(flip_average, model_dir)
     metrics = _metrics(model.flip_averaged(), data, verbose) if averaged else single_view

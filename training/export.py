@@ -20,6 +20,7 @@ FORMATS = ("saved_model", "tflite")
 
 
 def _class_names(model_path):
+    """Names from the run's summary.json, for models saved before they carried their own."""
     summary = os.path.join(os.path.dirname(os.path.abspath(model_path)), "summary.json")
     if os.path.exists(summary):
         with open(summary) as file:
@@ -33,21 +34,21 @@ def _run_dir(model_path):
     return folder if os.path.exists(os.path.join(folder, "config.json")) else None
 
 
-def _representative_batches(run_dir, count):
+def _representative_batches(run_dir, count, num_channels):
     """`count` training images of the run, for full-int8 calibration."""
     from training.runs import run_split  # noqa: PLC0415
 
-    data, _ = run_split(run_dir, "train", batch_size=32)
+    data, _ = run_split(run_dir, "train", batch_size=32, num_channels=num_channels)
     return [images.numpy() for images, _ in data.take(max(count // 32, 1))]
 
 
-def _test_examples(run_dir, limit):
+def _test_examples(run_dir, limit, num_channels):
     """The run's held-out test split as (images, integer labels), at most `limit` examples (0: all)."""
     import numpy as np  # noqa: PLC0415
 
     from training.runs import run_split  # noqa: PLC0415
 
-    data, spec = run_split(run_dir, "test", batch_size=500)
+    data, spec = run_split(run_dir, "test", batch_size=500, num_channels=num_channels)
     if limit:
         data = data.unbatch().take(limit).batch(500)
     images, labels = zip(*((x.numpy(), y.numpy().argmax(-1)) for x, y in data))
@@ -115,21 +116,27 @@ def main(argv=None):
         tflite_files = {}
         if "tflite" in formats:
             # Calibration data first: a run without it fails before any file is written.
-            calibration = _representative_batches(run_dir, args.representative_images) if "int8" in modes else None
+            calibration = (
+                _representative_batches(run_dir, args.representative_images, model.num_channels)
+                if "int8" in modes
+                else None
+            )
             for mode in modes:
                 path = export_tflite(model, os.path.join(base, "tflite", f"{mode}.tflite"), mode, calibration)
                 tflite_files[mode] = path
                 print(f"TFLite {mode}: {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
         version_dir = None
         if "saved_model" in formats:
-            version_dir = export_saved_model(model, base, class_names=_class_names(args.model), top_k=args.top_k)
+            version_dir = export_saved_model(
+                model, base, class_names=None if model.class_names else _class_names(args.model), top_k=args.top_k
+            )
             print(f"SavedModel: {version_dir}")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     if args.report != "off" and run_dir is not None:
-        images, labels, split = _test_examples(run_dir, args.report_examples)
+        images, labels, split = _test_examples(run_dir, args.report_examples, model.num_channels)
         report = parity_report(model, images, labels, version_dir, tflite_files, split=split)
         folder = os.path.join(version_dir, "assets") if version_dir else os.path.join(base, "tflite")
         path = write_report(report, folder)

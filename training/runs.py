@@ -19,25 +19,30 @@ def load_run_config(model_dir):
         return TrainConfig.from_dict(json.load(file))
 
 
-def run_split(model_dir, role, batch_size=None, data_dir=None):
+def run_split(model_dir, role, batch_size=None, data_dir=None, num_channels=None):
     """(pipeline, spec) of the run's `role` split ("train", "validation" or "test"), unaugmented.
 
-    Images are float32 pixels in [0, 255] at the run's image size, labels one-hot.
+    Images are float32 pixels in [0, 255] at the run's image size, labels one-hot; with
+    `num_channels` (the model's), converted to that many channels. An image folder's run reads
+    the file lists it was trained with (`splits.json`).
     """
-    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
+
+    from training.data import make_pipeline, open_source  # noqa: PLC0415
 
     config = load_run_config(model_dir)
-    split = config.data.test_split if role == "test" else config.data.train_split
-    builder = open_builder(config.data.dataset, data_dir or config.data.data_dir, split=split)
-    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
+    data = dataclasses.replace(config.data, data_dir=data_dir or config.data.data_dir)
+    source = open_source(data, model_dir, progress=False)
     pipeline = make_pipeline(
-        load_split(builder, spec.splits[role]),
+        source.examples(role),
         image_size=config.model.image_size,
-        num_classes=spec.num_classes,
+        num_classes=source.spec.num_classes,
         batch_size=batch_size or config.schedule.batch_size,
         training=False,
+        decode=source.decode,
+        num_channels=num_channels,
     )
-    return pipeline, spec
+    return pipeline, source.spec
 
 
 FLIP_AVERAGE_CHOICES = ("auto", "on", "off")

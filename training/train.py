@@ -21,6 +21,7 @@ import time
 from training import EXIT_BAD_INPUT, EXIT_NON_FINITE
 from training.config import add_config_flags, config_from_args
 from training.files import read_history, save_curves, write_json_atomically
+from training.folders import write_splits
 
 
 class ConfigError(ValueError):
@@ -140,19 +141,27 @@ def exclude_from_weight_decay(optimizer, model, decay_head=True):
     optimizer.exclude_from_weight_decay(var_list=excluded)
 
 
-def initialise_from(model_args, path):
-    """Official .npz or .keras weights as official keys, and the model arguments they need."""
+def initialise_from(model_args, model_config):
+    """The `--init-from` weights as official keys, and the model arguments they need.
+
+    A published set name (`imagenet1k`, ...) is downloaded for `--preset` (cached); a `.keras` file
+    is read through its model; anything else must be an official .npz. The model takes the
+    checkpoint's channel count (the pipeline converts the images) and its token-mixing size.
+    """
     import keras  # noqa: PLC0415
 
     from keras_mixer.checkpoints import read_official_checkpoint, resized_config, save_official_weights  # noqa: PLC0415
+    from keras_mixer.weights import resolve_weights  # noqa: PLC0415
 
-    if not os.path.exists(path):
-        raise ConfigError(f"--init-from file not found: {path}")
+    try:
+        path, _ = resolve_weights(model_config.preset, model_config.init_from)
+    except ValueError as error:
+        raise ConfigError(f"--init-from: {error}") from None
     if path.endswith(".keras"):
         params = save_official_weights(keras.saving.load_model(path))
     else:
         params = read_official_checkpoint(path)
-    return resized_config(model_args, params), params
+    return resized_config(model_args, params, model_config.token_mixing_resize), params
 
 
 def machine_description():
@@ -187,7 +196,7 @@ def train(config, extra_layers=(), verbose="auto"):
     from keras_mixer import MLPMixer, load_official_weights  # noqa: PLC0415
     from keras_mixer.model import validate_size_pairs  # noqa: PLC0415
     from training import callbacks as cb  # noqa: PLC0415
-    from training.data import dataset_spec, load_split, make_pipeline, open_builder  # noqa: PLC0415
+    from training.data import fits_in_memory, make_pipeline, open_source  # noqa: PLC0415
     from training.distribute import enable_multi_worker_fit, is_chief, make_strategy  # noqa: PLC0415
     from training.evaluate import evaluate  # noqa: PLC0415
 
@@ -198,13 +207,13 @@ def train(config, extra_layers=(), verbose="auto"):
     if os.path.exists(finished) and not config.overwrite:
         with open(finished) as file:  # the same config finished here before: report, don't retrain
             return {**json.load(file), "already_complete": True}
-    builder = open_builder(config.data.dataset, config.data.data_dir, split=config.data.train_split)
-    spec = dataset_spec(builder, config.data.train_split, config.data.test_split, config.data.validation_fraction)
+    source = open_source(config.data, config.model_dir)
+    spec = source.spec
     model_args = model_arguments(config, spec)
     validate_size_pairs(model_args["image_size"], model_args["patch_size"])
     params = None
     if config.model.init_from:
-        model_args, params = initialise_from(model_args, config.model.init_from)
+        model_args, params = initialise_from(model_args, config.model)
     strategy = make_strategy(config.distribute.strategy)
     replicas = strategy.num_replicas_in_sync
     batch_size = config.schedule.batch_size
@@ -221,14 +230,23 @@ def train(config, extra_layers=(), verbose="auto"):
     os.makedirs(run_dir, exist_ok=True)
     if chief:
         write_json_atomically(os.path.join(run_dir, "config.json"), config.to_dict())
+        if source.splits_record is not None:
+            write_splits(run_dir, source.splits_record)
 
     # 2. Build.
     keras.utils.set_random_seed(config.seed)
     if config.distribute.precision != "float32":
         keras.mixed_precision.set_global_policy(f"mixed_{config.distribute.precision}")
-    pipeline = dict(image_size=model_args["image_size"], num_classes=spec.num_classes, cache=config.data.cache)
+    channels = model_args["num_channels"]
+    pipeline = dict(
+        image_size=model_args["image_size"],
+        num_classes=spec.num_classes,
+        cache=config.data.cache and fits_in_memory(spec.train_examples, model_args["image_size"], channels),
+        decode=source.decode,
+        num_channels=channels,
+    )
     train_data = make_pipeline(
-        load_split(builder, spec.splits["train"], shuffle_files=True, seed=config.seed),
+        source.examples("train", shuffle_files=True, seed=config.seed),
         batch_size=batch_size,
         training=True,
         augment=config.augment,
@@ -240,12 +258,14 @@ def train(config, extra_layers=(), verbose="auto"):
     validation_data = None
     if spec.splits["validation"]:
         validation_data = make_pipeline(
-            load_split(builder, spec.splits["validation"]), batch_size=batch_size, training=False, **pipeline
+            source.examples("validation"), batch_size=batch_size, training=False, **pipeline
         )
     with strategy.scope():
-        model = MLPMixer(**model_args)
+        model = MLPMixer(**model_args, class_names=spec.class_names)
         if params is not None:
-            load_official_weights(model, params, allow_resize=True)
+            load_official_weights(
+                model, params, allow_resize=True, token_mixing_resize=config.model.token_mixing_resize
+            )
         optimizer = build_optimizer(config, steps_per_epoch)
         exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
         model.compile(
@@ -351,12 +371,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = config_from_args(args)
 
+    from keras_mixer.weights import WeightsDownloadError  # noqa: PLC0415
     from training.callbacks import NonFiniteLossError  # noqa: PLC0415
     from training.data import DatasetError  # noqa: PLC0415
 
     try:
         summary = train(config)
-    except (ConfigError, DatasetError, ValueError) as error:
+    except (ConfigError, DatasetError, ValueError, WeightsDownloadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as error:
