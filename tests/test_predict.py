@@ -1,0 +1,99 @@
+"""`python -m training.predict` on the four model formats, after a tiny folder -> 2x fine-tune -> export run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_mixer import MLPMixer
+from tests.test_folders import make_folder
+from tests.training_helpers import ROOT, run_train
+from training.predict import main as predict_main
+
+TINY = ["--patch-size", "7", "--num-blocks", "1", "--hidden-dim", "16", "--tokens-mlp-dim", "8"]
+TINY += ["--channels-mlp-dim", "32", "--batch-size", "8", "--validation-fraction", "0.1"]
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """A 28 px "pretrained" model fine-tuned at 56 px on a folder, exported as SavedModel and TFLite."""
+    tmp = tmp_path_factory.mktemp("predict")
+    photos = make_folder(str(tmp / "photos"), per_class=12)
+    pretrained = MLPMixer(
+        image_size=28, patch_size=7, num_blocks=1, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32,
+        num_classes=5, num_channels=3,
+    )  # fmt: skip
+    pretrained.save(tmp / "pretrained.keras")
+    run = tmp / "run"
+    flags = ["--dataset", photos, "--init-from", str(tmp / "pretrained.keras"), "--image-size", "56"]
+    result = run_train(*flags, *TINY, "--epochs", "2", "--model-dir", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    export = subprocess.run(
+        [sys.executable, "-m", "training.export", "--model", str(run / "best.keras"), "--name", "photos",
+         "--base-dir", str(tmp / "exports"), "--formats", "saved_model,tflite", "--tflite-modes", "float32",
+         "--report", "off"],
+        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr[-3000:]
+    return tmp, run
+
+
+def test_fine_tuning_at_twice_the_size_used_appendix_c(deployed):
+    _, run = deployed
+    model = keras.saving.load_model(run / "best.keras")
+    assert model.image_size == (56, 56) and model.num_tokens == 64
+    assert model.tokens_mlp_dim == 4 * 8  # K^2 * D_S for K = 2
+    assert model.class_names == ["cat", "dog", "emu"]
+
+
+def test_the_four_formats_agree_on_every_image(deployed, tmp_path, capsys):
+    tmp, run = deployed
+    models = {
+        "run": run,
+        "keras": run / "best.keras",
+        "saved_model": tmp / "exports" / "photos" / "1",
+        "tflite": tmp / "exports" / "photos" / "tflite" / "float32.tflite",
+    }
+    top1 = {}
+    for name, model in models.items():
+        report = tmp_path / f"{name}.json"
+        code = predict_main(["--model", str(model), str(tmp / "photos"), "--top-k", "2", "--json", str(report)])
+        assert code == 0, name
+        results = json.loads(report.read_text())
+        assert results["format"] == name and results["failed"] == 0 and len(results["results"]) == 36
+        top1[name] = [r["predictions"][0]["name"] for r in results["results"]]
+        assert {p["name"] for r in results["results"] for p in r["predictions"]} <= {"cat", "dog", "emu"}
+    assert top1["keras"] == top1["run"] == top1["saved_model"] == top1["tflite"]
+    table = capsys.readouterr().out
+    assert "cat/0.png" in table and any(name in table for name in ("cat 0.", "dog 0.", "emu 0."))
+
+
+def test_an_unreadable_file_is_reported_on_its_line_and_the_others_run(deployed, tmp_path, capsys):
+    tmp, run = deployed
+    broken = tmp_path / "broken.gif"
+    broken.write_bytes(b"GIF89a but nothing else")
+    good = str(tmp / "photos" / "dog" / "3.gif")
+    code = predict_main(["--model", str(run / "best.keras"), good, str(broken), str(tmp_path / "missing.png")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[0].startswith(good) and "error" not in lines[0]
+    assert "broken.gif" in lines[1] and "error: not a readable" in lines[1]
+    assert "missing.png" in lines[2] and "error: no such file" in lines[2]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "nowhere.keras", "x.png"], "--model must be a training run's --model-dir"),
+        (["--top-k", "0"], "--top-k must be a positive integer"),
+        (["--json", "."], "is a folder"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_message(deployed, tmp_path, capsys, arguments, message):
+    _, run = deployed
+    full = arguments if arguments[0] == "--model" else ["--model", str(run), str(run), *arguments]
+    assert predict_main(full) == 2
+    assert message in capsys.readouterr().err

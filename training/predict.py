@@ -1,0 +1,266 @@
+"""Classify image files: `python -m training.predict --model MODEL IMAGE_OR_FOLDER... [--top-k 5] [--json out.json]`.
+
+MODEL is a training run's --model-dir (its best.keras, flip-averaged if the run was evaluated so),
+a `.keras` file, a SavedModel version folder (`saved_models/<name>/<version>`) or a `.tflite` file.
+Folders are searched for JPEG, PNG, BMP and GIF files at any depth. Images are prepared by
+`keras_mixer.preprocessing`, as in training and in the serving signatures (a SavedModel is given the
+file bytes, through its `serving_bytes` signature, and prepares them itself).
+
+Prints one line per file: the top-k class names and probabilities; a file that cannot be read is
+reported on its line and the others still run. `--json` writes every result. Exit code 0 when every
+file was classified, 1 when some could not be read, 2 for a bad argument (nothing classified).
+"""
+
+import argparse
+import os
+import sys
+
+from training import EXIT_BAD_INPUT, EXIT_SOME_FAILED
+from training.files import write_json_atomically
+
+FORMATS = ("run", "keras", "saved_model", "tflite")
+
+
+class ModelFormatError(ValueError):
+    """MODEL is none of the four formats."""
+
+
+def model_format(path):
+    """Which of `FORMATS` the file or folder at `path` is; `ModelFormatError` if none."""
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "config.json")) and os.path.exists(os.path.join(path, "best.keras")):
+            return "run"
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            return "saved_model"
+    elif os.path.isfile(path) and path.endswith(".keras"):
+        return "keras"
+    elif os.path.isfile(path) and path.endswith(".tflite"):
+        return "tflite"
+    raise ModelFormatError(
+        "--model must be a training run's --model-dir, a .keras file, a SavedModel version folder "
+        f"(holding saved_model.pb) or a .tflite file. Received: {path!r}"
+    )
+
+
+class Classifier:
+    """One of the four formats behind one interface: `prepare(path)` then `predict(prepared batch)`."""
+
+    def __init__(self, path):
+        self.path = path
+        self.format = model_format(path)
+        loader = {
+            "run": self._load_run,
+            "keras": self._load_keras,
+            "saved_model": self._load_saved_model,
+            "tflite": self._load_tflite,
+        }
+        loader[self.format]()
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def _use_keras_model(self, model):
+        from keras_mixer.export import model_class_names  # noqa: PLC0415
+
+        self.model = model
+        self.image_size, self.num_channels = model.image_size, model.num_channels
+        self.class_names = model_class_names(model)
+        self._predict = self._predict_keras
+
+    def _load_run(self):
+        import keras  # noqa: PLC0415
+
+        import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer for load_model)
+        from training.runs import flip_average_choice  # noqa: PLC0415
+
+        model = keras.saving.load_model(os.path.join(self.path, "best.keras"))
+        self._use_keras_model(model.flip_averaged() if flip_average_choice("auto", self.path) else model)
+
+    def _load_keras(self):
+        import keras  # noqa: PLC0415
+
+        import keras_mixer  # noqa: F401, PLC0415
+
+        self._use_keras_model(keras.saving.load_model(self.path))
+
+    def _load_saved_model(self):
+        import tensorflow as tf  # noqa: PLC0415
+
+        from keras_mixer.export import read_class_names  # noqa: PLC0415
+
+        self.model = tf.saved_model.load(self.path).signatures["serving_bytes"]
+        self.class_names = read_class_names(os.path.join(self.path, "assets"))
+        self._predict = self._predict_saved_model
+
+    def _load_tflite(self):
+        from keras_mixer.export import read_class_names  # noqa: PLC0415
+        from keras_mixer.lite import TFLiteClassifier  # noqa: PLC0415
+
+        self.model = TFLiteClassifier(self.path)
+        _, height, width, self.num_channels = self.model.input_shape
+        self.image_size = (height, width)
+        self.class_names = read_class_names(os.path.dirname(os.path.abspath(self.path)))
+        self._predict = self.model.predict
+
+    # --- classifying -----------------------------------------------------------------------
+
+    def prepare(self, path):
+        """The file as the model's input (pixels, or bytes for a SavedModel); raises if unreadable."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        from keras_mixer.preprocessing import decode_image, load_image  # noqa: PLC0415
+
+        if self.format == "saved_model":
+            encoded = tf.io.read_file(path)
+            decode_image(encoded)  # raises here, per file, rather than failing the whole batch
+            return encoded.numpy()
+        return load_image(path, self.image_size, self.num_channels).numpy()
+
+    def predict(self, prepared):
+        """Class probabilities (N, K) of a list of `prepare` results."""
+        import numpy as np  # noqa: PLC0415
+
+        return np.asarray(self._predict(prepared), np.float64)
+
+    def _predict_keras(self, images):
+        import keras  # noqa: PLC0415
+        import numpy as np  # noqa: PLC0415
+
+        outputs = self.model(np.stack(images), training=False)
+        if self.model.classifier_activation != "softmax":
+            outputs = keras.ops.softmax(outputs)
+        return keras.ops.convert_to_numpy(outputs)
+
+    def _predict_saved_model(self, encoded_images):
+        import tensorflow as tf  # noqa: PLC0415
+
+        return self.model(encoded_images=tf.constant(encoded_images))["probabilities"].numpy()
+
+    def name_of(self, index):
+        return self.class_names[index] if self.class_names else str(index)
+
+
+def image_files(inputs):
+    """The files to classify: each named file, and the image files found in each named folder."""
+    from keras_mixer.preprocessing import IMAGE_FILE_EXTENSIONS  # noqa: PLC0415
+
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = [
+                os.path.join(root, name)
+                for root, _, names in os.walk(item)
+                for name in names
+                if name.lower().endswith(IMAGE_FILE_EXTENSIONS) and not name.startswith(".")
+            ]
+            files += sorted(found)
+        else:
+            files.append(item)
+    return files
+
+
+def _reason(error):
+    """One line for a file that could not be classified."""
+    if isinstance(error, FileNotFoundError) or "NotFound" in type(error).__name__:
+        return "no such file"
+    text = getattr(error, "message", None) or str(error)
+    return "not a readable JPEG, PNG, BMP or GIF image" if "decode" in text.lower() or "image" in text.lower() else text
+
+
+def classify(classifier, files, top_k, batch_size=32, progress=False):
+    """[{"file", "predictions": [{"class", "name", "probability"}]} or {"file", "error"}] in file order."""
+    import numpy as np  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    results = [None] * len(files)
+    pending = []
+
+    def flush():
+        if not pending:
+            return
+        probabilities = classifier.predict([prepared for _, prepared in pending])
+        for (index, _), row in zip(pending, probabilities):
+            best = np.argsort(-row, kind="stable")[:top_k]
+            results[index] = {
+                "file": files[index],
+                "predictions": [
+                    {"class": int(c), "name": classifier.name_of(int(c)), "probability": float(row[c])} for c in best
+                ],
+            }
+        pending.clear()
+
+    for index, path in enumerate(tqdm(files, desc="classifying", unit="image", disable=not progress, leave=False)):
+        try:
+            pending.append((index, classifier.prepare(path)))
+        except Exception as error:  # noqa: BLE001  (any unreadable file is reported on its line)
+            results[index] = {"file": path, "error": _reason(error)}
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    return results
+
+
+def format_table(results):
+    """One line per file: the file, then `name probability` for each of the top-k classes."""
+    width = max((len(r["file"]) for r in results), default=4)
+    lines = []
+    for result in results:
+        if "error" in result:
+            lines.append(f"{result['file']:<{width}}  error: {result['error']}")
+        else:
+            cells = "  ".join(f"{p['name']} {p['probability']:.3f}" for p in result["predictions"])
+            lines.append(f"{result['file']:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", required=True, help="a run's --model-dir, a .keras file, a SavedModel version folder or a .tflite"
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and folders of images")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
+    parser.add_argument("--json", default=None, help="also write every result to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    args = parser.parse_args(argv)
+
+    problems = []
+    if args.top_k < 1:
+        problems.append(f"--top-k must be a positive integer. Received: {args.top_k}")
+    if args.batch_size < 1:
+        problems.append(f"--batch-size must be a positive integer. Received: {args.batch_size}")
+    try:
+        model_format(args.model)
+    except ModelFormatError as error:
+        problems.append(str(error))
+    files = image_files(args.inputs)
+    if not files:
+        problems.append(f"no image files (JPEG, PNG, BMP, GIF) found in {args.inputs}")
+    if args.json and os.path.isdir(args.json):
+        problems.append(f"--json must be a file path; {args.json!r} is a folder")
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    classifier = Classifier(args.model)
+    top_k = min(args.top_k, len(classifier.class_names) if classifier.class_names else args.top_k)
+    progress = len(files) > 1 and sys.stderr.isatty()
+    results = classify(classifier, files, top_k, args.batch_size, progress=progress)
+    print(format_table(results))
+    failed = sum("error" in r for r in results)
+    if args.json:
+        report = {
+            "model": args.model,
+            "format": classifier.format,
+            "top_k": top_k,
+            "failed": failed,
+            "results": results,
+        }
+        write_json_atomically(args.json, report)
+    if failed:
+        print(f"{failed} of {len(files)} file(s) could not be classified.", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
