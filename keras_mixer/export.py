@@ -6,14 +6,16 @@ renamed into place, with three signatures (preprocessing inside the graph; clien
 
 - `serving_default`: float32 images (N, H, W, C) in [0, 255]; other sizes are resized.
 - `serving_uint8`: the same for uint8 images.
-- `serving_bytes`: encoded JPEG/PNG strings (N,) (REST clients send `{"b64": ...}`).
+- `serving_bytes`: encoded JPEG, PNG, BMP or GIF strings (N,) (REST clients send `{"b64": ...}`).
 
 Each returns `probabilities` (N, K), `classes` and `scores` (top-k) and `class_names` (top-k
 labels). `export_tflite(model, path, mode=...)` writes float32, float16, dynamic-range int8 or
-full int8 models using builtin ops only. This module uses TensorFlow directly (export is a
-TensorFlow-backend feature).
+full int8 models using builtin ops only; the CLI keeps version N's TFLite files in
+`<name>/tflite/N/`. Published folders are 0755 and files 0644, whatever the umask. This module uses
+TensorFlow directly (export is a TensorFlow-backend feature).
 """
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ import numpy as np
 
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "int8")
 CLASS_NAMES_FILE = "class_names.txt"
+TFLITE_FOLDER = "tflite"  # TFLite files of version N: <base>/tflite/N/<mode>.tflite
 
 
 def _check_mixer(model):
@@ -59,8 +62,11 @@ def read_class_names(folder):
 
 
 def next_version(base_dir):
-    """1 + the highest integer version folder in `base_dir` (1 when there is none)."""
-    versions = [int(n) for n in os.listdir(base_dir) if n.isdigit()] if os.path.isdir(base_dir) else []
+    """1 + the highest integer version in `base_dir` or its `tflite/` (1 when there is none)."""
+    versions = []
+    for folder in (base_dir, os.path.join(base_dir, TFLITE_FOLDER)):
+        if os.path.isdir(folder):
+            versions += [int(name) for name in os.listdir(folder) if name.isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -78,17 +84,26 @@ def _serving_functions(model, class_names, top_k):
     """
     import tensorflow as tf  # noqa: PLC0415
 
-    from keras_mixer.preprocessing import decode_image, resize_for_eval  # noqa: PLC0415
+    from keras_mixer.preprocessing import decode_image, is_image_bytes, resize_for_eval  # noqa: PLC0415
 
     height, width = model.image_size
     channels = model.num_channels
     names = tf.constant(class_names)
 
     def predict(images):
-        tf.debugging.assert_rank(images, 4, message=f"images must be (batch, height, width, {channels})")
-        tf.debugging.assert_equal(
-            tf.shape(images)[-1], channels, message=f"images must have {channels} channel(s) in the last axis"
-        )
+        # The signatures take any shape, so that a wrong one gets this message rather than TF's own.
+        # The check is a branch, not an assert beside the work: only one of the two ever runs.
+        def checked():
+            return tf.ensure_shape(images, (None, None, None, channels))
+
+        def refused():
+            message = f"images must be a batch of shape (batch, height, width, {channels}); received shape"
+            with tf.control_dependencies([tf.debugging.Assert(False, [message, tf.shape(images)], summarize=8)]):
+                return tf.zeros((0, 1, 1, channels), images.dtype)
+
+        shape = tf.shape(images)
+        valid = tf.logical_and(tf.equal(tf.size(shape), 4), tf.equal(shape[-1], channels))
+        images = tf.cond(valid, checked, refused)
         images = resize_for_eval(images, (height, width))
         probabilities = _probabilities(model, images)
         scores, classes = tf.math.top_k(probabilities, k=top_k)
@@ -103,6 +118,14 @@ def _serving_functions(model, class_names, top_k):
         return resize_for_eval(decode_image(encoded, channels), (height, width))
 
     def predict_bytes(encoded_images):
+        not_images = tf.where(tf.logical_not(is_image_bytes(encoded_images)))[:, 0]
+        all_images = tf.debugging.Assert(
+            tf.equal(tf.size(not_images), 0),
+            ["encoded_images: these items (0-based positions) are not JPEG, PNG, BMP or GIF files:", not_images],
+            summarize=20,
+        )
+        with tf.control_dependencies([all_images]):
+            encoded_images = tf.identity(encoded_images)
         images = tf.map_fn(decode, encoded_images, fn_output_signature=tf.TensorSpec((height, width, channels)))
         return predict(images)
 
@@ -122,7 +145,6 @@ def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None)
     Example:
         export_saved_model(model, "saved_models/fashion_mixer", class_names=info.features["label"].names)
     """
-    import tensorflow as tf  # noqa: PLC0415
 
     _check_mixer(model)
     class_names = list(class_names or model_class_names(model))
@@ -130,32 +152,57 @@ def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None)
         raise ValueError(f"Expected {model.num_classes} class names. Received: {len(class_names)}")
     top_k = min(int(top_k), model.num_classes)
     version = next_version(base_dir) if version is None else int(version)
-    final = os.path.join(base_dir, str(version))
-    if os.path.exists(final):
-        raise ValueError(f"Version {version} already exists at {final}; versions are never overwritten.")
-    os.makedirs(base_dir, exist_ok=True)
+    with staged_folder(os.path.join(base_dir, str(version))) as staging:
+        write_saved_model(model, staging, class_names, top_k)
+    return os.path.join(base_dir, str(version))
+
+
+def write_saved_model(model, folder, class_names, top_k):
+    """The SavedModel with the three signatures and `assets/class_names.txt`, written into `folder`."""
+    import tensorflow as tf  # noqa: PLC0415
 
     predict, predict_bytes = _serving_functions(model, class_names, top_k)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    channels = model.num_channels
-    archive.add_endpoint(
-        "serving_default", predict, input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)]
-    )
-    archive.add_endpoint(
-        "serving_uint8", predict, input_signature=[tf.TensorSpec((None, None, None, channels), tf.uint8)]
-    )
+    archive.add_endpoint("serving_default", predict, input_signature=[tf.TensorSpec(None, tf.float32)])
+    archive.add_endpoint("serving_uint8", predict, input_signature=[tf.TensorSpec(None, tf.uint8)])
     archive.add_endpoint("serving_bytes", predict_bytes, input_signature=[tf.TensorSpec((None,), tf.string)])
+    archive.write_out(folder, verbose=False)
+    write_class_names(os.path.join(folder, "assets"), class_names)
 
-    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base_dir)
+
+def make_world_readable(folder):
+    """Folders 0755 and files 0644 below and including `folder`, whatever the umask (TF Serving
+    often runs as another user than the one who exported)."""
+    os.chmod(folder, 0o755)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+@contextlib.contextmanager
+def staged_folder(final):
+    """Build a folder under a temporary name beside `final`, then publish it whole.
+
+    Yields the temporary folder. When the block ends without error the folder is made readable by
+    everyone (`make_world_readable`) and renamed to `final` in one step, so a reader (TF Serving,
+    a phone build) never sees it half-written; on any error it is removed. An existing `final` is
+    refused: versions are never overwritten.
+    """
+    if os.path.exists(final):
+        raise ValueError(f"{final} already exists; versions are never overwritten.")
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.partial-", dir=parent)
     try:
-        archive.write_out(staging, verbose=False)
-        write_class_names(os.path.join(staging, "assets"), class_names)
-        os.rename(staging, final)  # atomic: TF Serving never sees a half-written version
+        yield staging
+        make_world_readable(staging)
+        os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return final
 
 
 def export_tflite(model, path, mode="float32", representative_data=None, int8_io=False):

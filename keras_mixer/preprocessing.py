@@ -41,6 +41,22 @@ def convert_channels(image, channels):
     return tf.cond(is_colour, lambda: image[..., :3], lambda: tf.repeat(image[..., :1], 3, axis=-1))
 
 
+# The first bytes of each format `decode_image` reads.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def is_image_bytes(encoded):
+    """Whether each string starts like a JPEG, PNG, GIF or BMP file (a check before decoding,
+    which lets an error name the item that is not an image).
+
+    Example:
+    >>> is_image_bytes(tf.constant([b"GIF89a...", b"hello"])).numpy().tolist()
+    [True, False]
+    """
+    matches = [tf.equal(tf.strings.substr(encoded, 0, len(magic)), magic) for magic in IMAGE_SIGNATURES]
+    return tf.reduce_any(tf.stack(matches), axis=0)
+
+
 def decode_image(encoded, channels=None):
     """Encoded JPEG, PNG, BMP or GIF bytes -> uint8 (H, W, `channels`); a GIF gives its first frame.
 

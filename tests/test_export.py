@@ -77,10 +77,13 @@ def test_saved_model_versions_signatures_and_parity(model, tmp_path):
 def test_serving_signature_rejects_bad_input_with_a_message(model, tmp_path):
     loaded = tf.saved_model.load(export_saved_model(model, str(tmp_path / "m"), class_names=CLASSES))
     serve = loaded.signatures["serving_default"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="channel"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\(batch, height, width, 1\).*\[1 16 16 3\]"):
         serve(images=tf.zeros((1, 16, 16, 3)))
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        loaded.signatures["serving_bytes"](encoded_images=tf.constant([b"not an image"]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\(batch, height, width, 1\).*\[16 16 1\]"):
+        serve(images=tf.zeros((16, 16, 1)))  # one image without its batch axis
+    png = tf.io.encode_png(tf.zeros((16, 16, 1), tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not JPEG, PNG, BMP or GIF files:.*\[1 3\]"):
+        loaded.signatures["serving_bytes"](encoded_images=tf.stack([png, b"not an image", png, b""]))
 
 
 def test_saved_model_cli_shows_and_runs_the_signature(model, tmp_path):
@@ -207,3 +210,47 @@ def test_export_cli_int8_outside_a_training_run_says_how_and_writes_nothing(mode
     assert result.returncode == 2
     assert "full int8 calibrates on the training data" in result.stderr and "representative_data" in result.stderr
     assert not base.exists()
+
+
+def test_versions_keep_their_own_tflite_files_and_are_world_readable(model, tmp_path):
+    model.save(tmp_path / "m.keras")
+    base = tmp_path / "exports"
+    previous = os.umask(0o077)  # a strict umask must not leak into what TF Serving reads
+    try:
+        for _ in range(2):
+            result = _export_cli(
+                "--model", tmp_path / "m.keras", "--base-dir", base, "--name", "m", "--formats", "saved_model,tflite",
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-2000:]
+    finally:
+        os.umask(previous)
+    assert sorted(os.listdir(base / "m")) == ["1", "2", "tflite"]
+    assert sorted(os.listdir(base / "m" / "tflite")) == ["1", "2"]  # version 2 did not overwrite version 1's file
+    assert (base / "m" / "tflite" / "1" / "class_names.txt").exists()
+    for root, folders, files in os.walk(base / "m" / "2"):
+        assert all(os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o755 for name in folders)
+        assert all(os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o644 for name in files)
+    assert os.stat(base / "m" / "2").st_mode & 0o777 == 0o755
+
+
+def test_a_failed_export_publishes_no_version(model, tmp_path, monkeypatch):
+    from keras_mixer import export  # noqa: PLC0415
+
+    def broken(*args, **kwargs):
+        raise ValueError("the converter failed")
+
+    monkeypatch.setattr(export, "write_saved_model", broken)
+    with pytest.raises(ValueError, match="the converter failed"):
+        export_saved_model(model, str(tmp_path / "m"))
+    assert os.listdir(tmp_path / "m") == []  # no version, no partial folder
+
+
+@pytest.mark.parametrize("blocked", ["name", "tflite"])
+def test_a_file_where_an_export_folder_goes_is_one_clear_error(model, tmp_path, blocked):
+    model.save(tmp_path / "m.keras")
+    base = tmp_path / "exports"
+    (base / "m").mkdir(parents=True) if blocked == "tflite" else base.mkdir()
+    (base / "m" / "tflite" if blocked == "tflite" else base / "m").write_text("in the way")
+    result = _export_cli("--model", tmp_path / "m.keras", "--base-dir", base, "--name", "m", "--formats", "tflite")
+    assert result.returncode == 2 and "is a file; exports need a folder there" in result.stderr
+    assert "Traceback" not in result.stderr

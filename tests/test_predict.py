@@ -55,7 +55,7 @@ def test_the_four_formats_agree_on_every_image(deployed, tmp_path, capsys):
         "run": run,
         "keras": run / "best.keras",
         "saved_model": tmp / "exports" / "photos" / "1",
-        "tflite": tmp / "exports" / "photos" / "tflite" / "float32.tflite",
+        "tflite": tmp / "exports" / "photos" / "tflite" / "1" / "float32.tflite",  # version 1, as the SavedModel
     }
     top1 = {}
     for name, model in models.items():

@@ -59,7 +59,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert result["split"] == "train[896:1024]" and result["examples"] == 128 and result["flip_average"]
     assert result["single_view_validation_accuracy"] == pytest.approx(summary["best_validation_accuracy"], abs=1e-6)
     assert (tmp_path / "exports" / "tiny" / "1" / "saved_model.pb").exists()
-    assert (tmp_path / "exports" / "tiny" / "tflite" / "int8.tflite").exists()
+    assert (tmp_path / "exports" / "tiny" / "tflite" / "1" / "int8.tflite").exists()
     class_names = (tmp_path / "exports" / "tiny" / "1" / "assets" / "class_names.txt").read_text().split("\n")
     assert class_names[0] == "T-shirt/top"
     # The parity report covers every export, on the run's own held-out test split.

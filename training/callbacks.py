@@ -4,9 +4,13 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 
 import keras
+
+from training.files import WriteError, atomic_path, write_json_atomically, write_text_atomically
 
 
 class NonFiniteLossError(RuntimeError):
@@ -27,6 +31,47 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"Training stopped: the loss became {float(loss)} at step {batch}. Lower --learning-rate, "
                 "keep --clip-global-norm on, or use --precision float32. Checkpoints hold the last good epoch."
             )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`, acted on at the next step boundary (never in the middle of a save)."""
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ctrl-C stops training at the next step's end instead of wherever Python happens to be.
+
+    A SIGINT that lands inside a checkpoint or backup write would abort it halfway (and some
+    writers swallow it); here it only sets a flag, and the next batch end raises
+    `TrainingInterrupted`, after the writes in flight have finished. A second Ctrl-C interrupts
+    at once. Outside `fit` the usual handler is back.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def _request(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: the user means now
+            raise TrainingInterrupted()
+        self.requested = True
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            raise TrainingInterrupted()
+
+    def restore(self):
+        """Put the previous SIGINT handler back (also when `fit` ends by an exception)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, logs=None):
+        self.restore()
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
@@ -54,16 +99,14 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
                 self.best = self.sign * json.load(file)["value"]
 
     def _save(self, name):
-        final = os.path.join(self.folder, name)
-        temporary = final.replace(".keras", ".saving.keras")
         if self.ema:
             self.ema.on_test_begin()  # swap the average in, as for validation
         try:
-            self.model.save(temporary)
+            with atomic_path(os.path.join(self.folder, name)) as temporary:
+                self.model.save(temporary)
         finally:
             if self.ema:
                 self.ema.on_test_end()
-        os.replace(temporary, final)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.enabled:
@@ -75,10 +118,8 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         if value is not None and self.sign * value > self.best:
             self.best = self.sign * value
             self._save("best.keras")
-            temporary = os.path.join(self.folder, "best.json.tmp")
-            with open(temporary, "w") as file:
-                json.dump({"monitor": self.monitor, "value": float(value), "epoch": epoch + 1}, file)
-            os.replace(temporary, os.path.join(self.folder, "best.json"))
+            record = {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1}
+            write_json_atomically(os.path.join(self.folder, "best.json"), record)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -133,15 +174,19 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         partial = final + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
-        os.makedirs(partial)
-        self.model.save_weights(os.path.join(partial, "latest.weights.h5"))
-        with open(os.path.join(partial, "training_metadata.json"), "w") as file:
-            json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, file)
+        try:
+            os.makedirs(partial)
+            self.model.save_weights(os.path.join(partial, "latest.weights.h5"))
+            with open(os.path.join(partial, "training_metadata.json"), "w") as file:
+                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, file)
+        except OSError as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise WriteError(
+                f"Could not write the backup {partial}: {error.strerror or error}. The previous backup is intact; "
+                "free some space and run the same command again to resume."
+            ) from error
         os.replace(partial, final)
-        pointer = os.path.join(self.backup_dir, self.POINTER)
-        with open(pointer + ".tmp", "w") as file:
-            file.write(name)
-        os.replace(pointer + ".tmp", pointer)
+        write_text_atomically(os.path.join(self.backup_dir, self.POINTER), name)
         self._point_at(final)
         for other in os.listdir(self.backup_dir):
             if other.startswith("state-") and other != name:

@@ -14,6 +14,7 @@ import sys
 
 from training import EXIT_BAD_INPUT
 from training.files import write_json_atomically
+from training.quiet import add_verbose_flag, quiet_logs
 from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice, load_run_config, run_split
 
 SPLITS = ("test", "validation")
@@ -85,7 +86,9 @@ def main(argv=None):
         default="auto",
         help="average each image with its mirror image (auto: as the run's --test-flip-average)",
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
     from training.data import DatasetError  # noqa: PLC0415
 
     try:

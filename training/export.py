@@ -1,19 +1,23 @@
 """Export a trained Mixer for serving: `python -m training.export --model runs/default/best.keras --name fashion_mixer`.
 
-Writes `saved_models/<name>/<version>/` (TF Serving layout, next integer version, atomic) and,
-with `--formats saved_model,tflite`, `saved_models/<name>/tflite/<mode>.tflite`. Class names
-come from the run's summary.json (the tfds metadata) when the model sits in a run dir. A run
+Writes `saved_models/<name>/<version>/` (TF Serving layout, next integer version) and, with
+`--formats saved_model,tflite`, `saved_models/<name>/tflite/<version>/<mode>.tflite`. Both are built
+in temporary folders and published (renamed into place, 0755/0644) only after the parity report is
+written into them, so no published version lacks its report and no export overwrites another's.
+Class names come from the model (or, for older models, the run's summary.json). A run
 trained with `--test-flip-average` is exported flip-averaged (each image's output is the mean over
 it and its mirror image), so the exports compute what the run's test accuracy measured.
 A thin CLI over `keras_mixer.export`.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 
 from training import EXIT_BAD_INPUT
+from training.quiet import add_verbose_flag, quiet_logs
 from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice
 
 FORMATS = ("saved_model", "tflite")
@@ -78,7 +82,9 @@ def main(argv=None):
         help="export a model whose output is the mean over each image and its mirror image "
         "(auto: as the run was evaluated, its --test-flip-average)",
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
 
     from keras_mixer.export import TFLITE_MODES  # noqa: PLC0415
 
@@ -95,6 +101,17 @@ def main(argv=None):
             "config.json beside it: export a model from a training run's --model-dir, or call "
             "keras_mixer.export.export_tflite(model, path, mode='int8', representative_data=...) yourself"
         )
+    base = os.path.join(args.base_dir, args.name)
+    for folder in (args.base_dir, base, os.path.join(base, "tflite")):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            problems.append(f"{folder} is a file; exports need a folder there (choose another --name or --base-dir)")
+    for flag, value, least in (
+        ("--top-k", args.top_k, 1),
+        ("--representative-images", args.representative_images, 1),
+        ("--report-examples", args.report_examples, 0),
+    ):
+        if value < least:
+            problems.append(f"{flag} must be >= {least}. Received: {value}")
     if args.report == "on" and run_dir is None:
         problems.append(f"--report on needs the model's training run (config.json beside {args.model})")
     if problems:
@@ -104,46 +121,64 @@ def main(argv=None):
     import keras  # noqa: PLC0415
 
     from keras_mixer import MLPMixer  # noqa: PLC0415
-    from keras_mixer.export import export_saved_model, export_tflite  # noqa: PLC0415
-    from training.export_report import parity_report, report_markdown, write_report  # noqa: PLC0415
+    from keras_mixer.export import TFLITE_FOLDER, next_version, staged_folder  # noqa: PLC0415
 
     try:
         model = keras.saving.load_model(args.model)
         if flip_average_choice(args.flip_average, run_dir) and isinstance(model, MLPMixer) and not model.flip_average:
             model = model.flip_averaged()
             print("Exporting the flip-averaged model: each output is the mean over the image and its mirror image.")
-        base = os.path.join(args.base_dir, args.name)
-        tflite_files = {}
-        if "tflite" in formats:
-            # Calibration data first: a run without it fails before any file is written.
-            calibration = (
-                _representative_batches(run_dir, args.representative_images, model.num_channels)
-                if "int8" in modes
-                else None
-            )
-            for mode in modes:
-                path = export_tflite(model, os.path.join(base, "tflite", f"{mode}.tflite"), mode, calibration)
-                tflite_files[mode] = path
-                print(f"TFLite {mode}: {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
-        version_dir = None
-        if "saved_model" in formats:
-            version_dir = export_saved_model(
-                model, base, class_names=None if model.class_names else _class_names(args.model), top_k=args.top_k
-            )
-            print(f"SavedModel: {version_dir}")
+        # Calibration data first: a run without it fails before any file is written.
+        int8 = "tflite" in formats and "int8" in modes
+        calibration = _representative_batches(run_dir, args.representative_images, model.num_channels) if int8 else None
+        version = next_version(base)
+        # Everything of this version is built in temporary folders and published together at the end,
+        # after its report is written: a kill leaves no published version without its report.
+        with contextlib.ExitStack() as publish:
+            tflite_dir = saved_model_dir = None
+            if "tflite" in formats:
+                tflite_dir = publish.enter_context(staged_folder(os.path.join(base, TFLITE_FOLDER, str(version))))
+            if "saved_model" in formats:
+                saved_model_dir = publish.enter_context(staged_folder(os.path.join(base, str(version))))
+            _write_exports(model, args, modes, calibration, saved_model_dir, tflite_dir, run_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-    if args.report != "off" and run_dir is not None:
-        images, labels, split = _test_examples(run_dir, args.report_examples, model.num_channels)
-        report = parity_report(model, images, labels, version_dir, tflite_files, split=split)
-        folder = os.path.join(version_dir, "assets") if version_dir else os.path.join(base, "tflite")
-        path = write_report(report, folder)
-        print(report_markdown(report) + f"Report: {path} (and export_report.json)")
-        if not report["all_targets_met"]:
-            print("warning: some exports miss their parity target (see the report)", file=sys.stderr)
+    if "saved_model" in formats:
+        print(f"SavedModel: {os.path.join(base, str(version))}")
+    if "tflite" in formats:
+        folder = os.path.join(base, TFLITE_FOLDER, str(version))
+        for mode in modes:
+            path = os.path.join(folder, f"{mode}.tflite")
+            print(f"TFLite {mode}: {path} ({os.path.getsize(path) / 1024:.0f} KiB)")
     return 0
+
+
+def _write_exports(model, args, modes, calibration, saved_model_dir, tflite_dir, run_dir):
+    """The SavedModel, the TFLite files and the parity report, into the (staged) version folders."""
+    from keras_mixer.export import (  # noqa: PLC0415
+        export_tflite,
+        model_class_names,  # noqa: PLC0415
+        write_saved_model,
+    )
+    from training.export_report import parity_report, report_markdown, write_report  # noqa: PLC0415
+
+    tflite_files = {}
+    for mode in modes if tflite_dir else ():
+        tflite_files[mode] = export_tflite(model, os.path.join(tflite_dir, f"{mode}.tflite"), mode, calibration)
+    if saved_model_dir:
+        class_names = model.class_names or _class_names(args.model) or model_class_names(model)
+        write_saved_model(model, saved_model_dir, class_names, min(args.top_k, model.num_classes))
+    if args.report == "off" or run_dir is None:
+        return
+    images, labels, split = _test_examples(run_dir, args.report_examples, model.num_channels)
+    report = parity_report(model, images, labels, saved_model_dir, tflite_files, split=split)
+    for folder in (os.path.join(saved_model_dir, "assets") if saved_model_dir else None, tflite_dir):
+        if folder:
+            write_report(report, folder)
+    print(report_markdown(report) + "Report: export_report.md and .json in the version's assets/ and tflite/ folders")
+    if not report["all_targets_met"]:
+        print("warning: some exports miss their parity target (see the report)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from training.files import write_json_atomically
+from training.files import write_json_atomically, write_text_atomically
 
 # Targets per export: max abs probability difference, or (top-1 agreement, accuracy drop).
 TARGETS = {
@@ -119,7 +119,5 @@ def write_report(report, folder):
     os.makedirs(folder, exist_ok=True)
     write_json_atomically(os.path.join(folder, "export_report.json"), report)
     path = os.path.join(folder, "export_report.md")
-    with open(path + ".tmp", "w") as file:
-        file.write(report_markdown(report))
-    os.replace(path + ".tmp", path)
+    write_text_atomically(path, report_markdown(report))
     return path

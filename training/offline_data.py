@@ -15,6 +15,8 @@ import hashlib
 import os
 import tempfile
 
+from training.quiet import add_verbose_flag, quiet_logs
+
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "apt-get install -y dataset-fashion-mnist"
 
@@ -116,7 +118,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="tfds data dir (default: tfds's, ~/tensorflow_datasets)")
     parser.add_argument("--source-dir", default=DEBIAN_DIR, help="folder holding the four Fashion-MNIST .gz files")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
     builder = prepare_fashion_mnist(args.data_dir, args.source_dir)
     print(f"fashion_mnist ready in {builder.data_dir}")
 

@@ -17,6 +17,7 @@ import sys
 
 from training import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from training.files import write_json_atomically
+from training.quiet import add_verbose_flag, quiet_logs
 
 FORMATS = ("run", "keras", "saved_model", "tflite")
 
@@ -221,7 +222,9 @@ def main(argv=None):
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image")
     parser.add_argument("--json", default=None, help="also write every result to this JSON file")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
 
     problems = []
     if args.top_k < 1:

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from training import EXIT_BAD_INPUT
+from training.quiet import add_verbose_flag, quiet_logs
 
 ORDERS = ("original", "patch_pixel", "global")
 MODELS = ("mixer", "resnet")
@@ -245,7 +246,9 @@ def main(argv=None):
     parser.add_argument("--orders", default=",".join(ORDERS), help=f"comma-separated: {', '.join(ORDERS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the permutations, initialisation and shuffling")
     parser.add_argument("--output-dir", default="runs/permutation")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
 
     from training.config import TrainConfig  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 
 from training import EXIT_BAD_INPUT
+from training.quiet import add_verbose_flag, quiet_logs
 
 
 def token_mixing_kernel(path, block):
@@ -128,7 +129,9 @@ def main(argv=None):
     parser.add_argument(
         "--output", default=None, help="PNG path (default: token_weights_block<b>.png beside the model)"
     )
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
     if not os.path.isfile(args.model):
         print(f"error: model file not found: {args.model}", file=sys.stderr)
         return EXIT_BAD_INPUT
