@@ -319,7 +319,7 @@ def _fit_token_grid(params, model, token_mixing_resize):
     return params, {key for key in params if key.endswith(TOKEN_INDEXED_SUFFIXES)}
 
 
-def load_official_weights(model, checkpoint, allow_resize=False, token_mixing_resize="appendix_c"):
+def load_official_weights(model, checkpoint, allow_resize=False, token_mixing_resize="appendix_c", allow_partial=False):
     """Load an official Mixer checkpoint into `model`, all or nothing.
 
     Every key and shape is checked before any variable changes; a problem raises one
@@ -335,6 +335,8 @@ def load_official_weights(model, checkpoint, allow_resize=False, token_mixing_re
             integer, `tokens_mlp_dim` = K²·D_S), "interpolate" (any grid, same `tokens_mlp_dim`;
             not the paper's scheme, see `interpolate_token_mixing`) or "reinit" (the
             token-indexed weights keep the model's random values; a baseline).
+        allow_partial: ignore checkpoint keys the model has no variable for (extra blocks, say);
+            by default they are an error, since they usually mean the wrong preset.
 
     Example:
     >>> from keras_mixer import MLPMixer
@@ -373,7 +375,19 @@ def load_official_weights(model, checkpoint, allow_resize=False, token_mixing_re
                 f"Shape mismatch for {key!r}: the model expects {tuple(variable.shape)}, the checkpoint "
                 f"has {value.shape}; no weights were changed."
             )
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"{key!r} holds NaN or infinite values ({int(np.size(value) - np.isfinite(value).sum())} of "
+                f"{np.size(value)}): the checkpoint is corrupt; no weights were changed."
+            )
         assignments.append((variable, value))
+    unused = sorted(set(params) - set(table) - set(HEAD_KEYS))
+    if unused and not allow_partial:
+        raise ValueError(
+            f"The checkpoint has {len(unused)} key(s) the model has no variable for, e.g. {unused[:3]}: a different "
+            "architecture (more blocks?) than the model's. Build the matching model, or pass allow_partial=True to "
+            "load the rest; no weights were changed."
+        )
     if not load_head:
         warnings.warn(f"Loaded every weight except the head: {why_not}.", stacklevel=2)
     for variable, value in assignments:

@@ -1,9 +1,10 @@
-"""tfds image classification -> tf.data pipelines for training, validation and the held-out test.
+"""tfds datasets and image folders -> tf.data pipelines for training, validation and the held-out test.
 
 What lives here: opening a tfds dataset by name (with clear errors when it is unknown or not
-prepared offline), carving a validation part out of the training split, and the per-split
-pipelines (decode, resize/crop, augment, cache, shuffle, batch, prefetch). The offline
-preparation of Fashion-MNIST lives in `offline_data.py`; the model never sees this module.
+prepared offline), carving a validation part out of the training split, `open_source`, the one
+interface over tfds and image folders (`training/folders.py`), and the per-split pipelines
+(decode, channels, resize/crop, augment, cache, shuffle, batch, prefetch), the same for both. The
+offline preparation of Fashion-MNIST lives in `offline_data.py`; the model never sees this module.
 
 Images leave the pipeline as float32 pixels in [0, 255] (the model normalises them) and labels
 as one-hot float32 vectors (so MixUp/CutMix soft labels and label smoothing share one loss).
@@ -39,7 +40,7 @@ class DatasetSpec:
     splits: dict  # role -> tfds split string
 
 
-def open_builder(name, data_dir=None, prepare_offline=True, split="train"):
+def open_builder(name, data_dir=None, split="train"):
     """The tfds builder of `name`, readable (`split` is what is tried); Fashion-MNIST is prepared offline."""
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
@@ -52,7 +53,7 @@ def open_builder(name, data_dir=None, prepare_offline=True, split="train"):
         ) from None
     if _is_readable(builder, split):
         return builder
-    if prepare_offline and name in OFFLINE_DATASETS:
+    if name in OFFLINE_DATASETS:
         return prepare_fashion_mnist(data_dir)
     raise DatasetError(
         f"Dataset {name!r} is not prepared in {builder.data_dir_root} and this machine has no network. "
@@ -103,6 +104,11 @@ def dataset_spec(builder, train_split="train", test_split="test", validation_fra
         base = train_part[0].splitname
         start = train_part[0].from_ or 0
         end = train_part[0].to if train_part[0].to is not None else info.splits[base].num_examples
+        if end <= start:
+            raise DatasetError(
+                f"The training split {train_split!r} holds no examples (examples {start} to {end} of {base!r}): "
+                "a slice must start before it ends, e.g. 'train[10%:50%]'."
+            )
         held_out = int(round((end - start) * validation_fraction))
         splits = {
             "train": f"{base}[{start}:{end - held_out}]",

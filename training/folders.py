@@ -20,7 +20,6 @@ import os
 
 import numpy as np
 
-from keras_mixer.preprocessing import IMAGE_FILE_EXTENSIONS
 from training.files import write_json_atomically
 
 SPLITS_FILE = "splits.json"
@@ -41,6 +40,12 @@ def _class_folders(folder):
     return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
 
 
+def _extensions():
+    from keras_mixer.preprocessing import IMAGE_FILE_EXTENSIONS  # noqa: PLC0415  (imports TensorFlow)
+
+    return IMAGE_FILE_EXTENSIONS
+
+
 def _image_files(folder):
     """Image files below `folder`, as sorted paths relative to it."""
     found = []
@@ -49,7 +54,7 @@ def _image_files(folder):
         found += [
             os.path.relpath(os.path.join(root, name), folder)
             for name in names
-            if name.lower().endswith(IMAGE_FILE_EXTENSIONS) and not name.startswith(".")
+            if name.lower().endswith(_extensions()) and not name.startswith(".")
         ]
     return sorted(found)
 
@@ -82,12 +87,12 @@ def list_folder(root):
         )
     total = sum(len(files) for files in by_class.values())
     if total == 0:
-        raise FolderError(f"No images in {train_root}: expected files ending in {', '.join(IMAGE_FILE_EXTENSIONS)}.")
+        raise FolderError(f"No images in {train_root}: expected files ending in {', '.join(_extensions())}.")
     empty = [name for name, files in by_class.items() if not files]
     if empty:
         raise FolderError(
             f"Class folder(s) without images in {train_root}: {empty}. Every class needs training images "
-            f"({', '.join(IMAGE_FILE_EXTENSIONS)})."
+            f"({', '.join(_extensions())})."
         )
     if len(by_class) < 2:
         raise FolderError(

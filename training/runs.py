@@ -39,6 +39,7 @@ def run_split(model_dir, role, batch_size=None, data_dir=None, num_channels=None
         num_classes=source.spec.num_classes,
         batch_size=batch_size or config.schedule.batch_size,
         training=False,
+        cache=False,  # one pass: nothing to gain, and a large test folder would not fit in memory
         decode=source.decode,
         num_channels=num_channels,
     )

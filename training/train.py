@@ -10,18 +10,21 @@ kill and training continues), best.keras (+ best.json), last.keras, history.csv,
 """
 
 import argparse
+import contextlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 
-from training import EXIT_BAD_INPUT, EXIT_NON_FINITE
-from training.config import add_config_flags, config_from_args
-from training.files import read_history, save_curves, write_json_atomically
+from training import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NON_FINITE
+from training.config import add_config_flags, config_from_args, range_problems
+from training.files import WriteError, read_history, save_curves, writable_dir_problem, write_json_atomically
 from training.folders import write_splits
+from training.machine import machine_description
+from training.quiet import add_verbose_flag, quiet_logs
+from training.run_lock import RunLock
 
 
 class ConfigError(ValueError):
@@ -101,11 +104,13 @@ def check_test_flip_average(augment):
 
 
 def move_old_run_aside(model_dir):
-    """--overwrite keeps the old run as <model_dir>.replaced-<time> (nothing is lost)."""
-    if os.path.exists(os.path.join(model_dir, "config.json")):
-        target = f"{model_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        os.replace(model_dir, target)
-        print(f"Moved the previous run to {target}")
+    """--overwrite keeps the old run as <model_dir>.replaced-<time> (nothing is lost); True if moved."""
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        return False
+    target = f"{model_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(model_dir, target)
+    print(f"Moved the previous run to {target}")
+    return True
 
 
 # --- pieces that need TensorFlow ---------------------------------------------------------------
@@ -141,16 +146,18 @@ def exclude_from_weight_decay(optimizer, model, decay_head=True):
     optimizer.exclude_from_weight_decay(var_list=excluded)
 
 
-def initialise_from(model_args, model_config):
+def initialise_from(model_args, model_config, class_names):
     """The `--init-from` weights as official keys, and the model arguments they need.
 
     A published set name (`imagenet1k`, ...) is downloaded for `--preset` (cached); a `.keras` file
     is read through its model; anything else must be an official .npz. The model takes the
-    checkpoint's channel count (the pipeline converts the images) and its token-mixing size.
+    checkpoint's channel count (the pipeline converts the images) and its token-mixing size. A
+    `.keras` model whose classes are not the dataset's `class_names` gives no head: the new head
+    starts at zero, as in the paper's fine-tuning, instead of mapping old classes onto new ones.
     """
     import keras  # noqa: PLC0415
 
-    from keras_mixer.checkpoints import read_official_checkpoint, resized_config, save_official_weights  # noqa: PLC0415
+    from keras_mixer.checkpoints import HEAD_KEYS, read_official_checkpoint, resized_config, save_official_weights  # noqa: PLC0415
     from keras_mixer.weights import resolve_weights  # noqa: PLC0415
 
     try:
@@ -158,30 +165,14 @@ def initialise_from(model_args, model_config):
     except ValueError as error:
         raise ConfigError(f"--init-from: {error}") from None
     if path.endswith(".keras"):
-        params = save_official_weights(keras.saving.load_model(path))
+        source = keras.saving.load_model(path)
+        params = save_official_weights(source)
+        if source.class_names is not None and list(source.class_names) != list(class_names):
+            print(f"--init-from {path}: its classes are not this dataset's, so the head starts anew (at zero).")
+            params = {key: value for key, value in params.items() if key not in HEAD_KEYS}
     else:
         params = read_official_checkpoint(path)
     return resized_config(model_args, params, model_config.token_mixing_resize), params
-
-
-def machine_description():
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as file:
-            cpu = next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "gpus": [d.name for d in tf.config.list_logical_devices("GPU")],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def train(config, extra_layers=(), verbose="auto"):
@@ -201,19 +192,24 @@ def train(config, extra_layers=(), verbose="auto"):
     from training.evaluate import evaluate  # noqa: PLC0415
 
     # 1. Everything that can be wrong is checked before the model dir is touched.
+    problems = range_problems(config)
+    problems += [problem for problem in [writable_dir_problem(config.model_dir)] if problem]
+    if problems:
+        raise ConfigError("; ".join(problems))
     check_test_flip_average(config.augment)
     check_model_dir(config)
     finished = os.path.join(config.model_dir, "summary.json")
     if os.path.exists(finished) and not config.overwrite:
         with open(finished) as file:  # the same config finished here before: report, don't retrain
             return {**json.load(file), "already_complete": True}
-    source = open_source(config.data, config.model_dir)
+    # A folder's file lists come from the run being resumed; --overwrite starts from the folder.
+    source = open_source(config.data, None if config.overwrite else config.model_dir)
     spec = source.spec
     model_args = model_arguments(config, spec)
     validate_size_pairs(model_args["image_size"], model_args["patch_size"])
     params = None
     if config.model.init_from:
-        model_args, params = initialise_from(model_args, config.model)
+        model_args, params = initialise_from(model_args, config.model, spec.class_names)
     strategy = make_strategy(config.distribute.strategy)
     replicas = strategy.num_replicas_in_sync
     batch_size = config.schedule.batch_size
@@ -223,130 +219,145 @@ def train(config, extra_layers=(), verbose="auto"):
         raise ConfigError(f"batch_size={batch_size} exceeds the {spec.train_examples} training examples.")
 
     chief = is_chief(strategy)
-    if config.overwrite and chief:
-        move_old_run_aside(config.model_dir)
-    # Non-chief workers write their backups to a private scratch dir.
-    run_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="mixer_worker_")
-    os.makedirs(run_dir, exist_ok=True)
-    if chief:
-        write_json_atomically(os.path.join(run_dir, "config.json"), config.to_dict())
-        if source.splits_record is not None:
-            write_splits(run_dir, source.splits_record)
+    # One process per model dir for the whole run (only the chief writes it): taken after every
+    # check above, so bad input still writes nothing.
+    with contextlib.ExitStack() as locks:
+        if chief:
+            locks.enter_context(RunLock(config.model_dir))
+            if config.overwrite and move_old_run_aside(config.model_dir):
+                locks.enter_context(RunLock(config.model_dir))  # the new, empty run dir
+        # Non-chief workers write their backups to a private scratch dir.
+        run_dir = config.model_dir if chief else tempfile.mkdtemp(prefix="mixer_worker_")
+        os.makedirs(run_dir, exist_ok=True)
+        if chief:
+            write_json_atomically(os.path.join(run_dir, "config.json"), config.to_dict())
+            if source.splits_record is not None:
+                write_splits(run_dir, source.splits_record)
 
-    # 2. Build.
-    keras.utils.set_random_seed(config.seed)
-    if config.distribute.precision != "float32":
-        keras.mixed_precision.set_global_policy(f"mixed_{config.distribute.precision}")
-    channels = model_args["num_channels"]
-    pipeline = dict(
-        image_size=model_args["image_size"],
-        num_classes=spec.num_classes,
-        cache=config.data.cache and fits_in_memory(spec.train_examples, model_args["image_size"], channels),
-        decode=source.decode,
-        num_channels=channels,
-    )
-    train_data = make_pipeline(
-        source.examples("train", shuffle_files=True, seed=config.seed),
-        batch_size=batch_size,
-        training=True,
-        augment=config.augment,
-        seed=config.seed,
-        shuffle_buffer=config.data.shuffle_buffer,
-        extra_layers=extra_layers,
-        **pipeline,
-    )
-    validation_data = None
-    if spec.splits["validation"]:
-        validation_data = make_pipeline(
-            source.examples("validation"), batch_size=batch_size, training=False, **pipeline
+        # 2. Build.
+        keras.utils.set_random_seed(config.seed)
+        if config.distribute.precision != "float32":
+            keras.mixed_precision.set_global_policy(f"mixed_{config.distribute.precision}")
+        channels = model_args["num_channels"]
+        pipeline = dict(
+            image_size=model_args["image_size"],
+            num_classes=spec.num_classes,
+            cache=config.data.cache and fits_in_memory(spec.train_examples, model_args["image_size"], channels),
+            decode=source.decode,
+            num_channels=channels,
         )
-    with strategy.scope():
-        model = MLPMixer(**model_args, class_names=spec.class_names)
-        if params is not None:
-            load_official_weights(
-                model, params, allow_resize=True, token_mixing_resize=config.model.token_mixing_resize
+        train_data = make_pipeline(
+            source.examples("train", shuffle_files=True, seed=config.seed),
+            batch_size=batch_size,
+            training=True,
+            augment=config.augment,
+            seed=config.seed,
+            shuffle_buffer=config.data.shuffle_buffer,
+            extra_layers=extra_layers,
+            **pipeline,
+        )
+        validation_data = None
+        if spec.splits["validation"]:
+            validation_data = make_pipeline(
+                source.examples("validation"), batch_size=batch_size, training=False, **pipeline
             )
-        optimizer = build_optimizer(config, steps_per_epoch)
-        exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            steps_per_execution=config.distribute.steps_per_execution,
-            jit_compile=config.distribute.xla,
-        )
-    enable_multi_worker_fit(model)
-
-    # 3. Fit.
-    throughput = cb.Throughput(steps_per_epoch * batch_size)
-    # With an EMA, validation and checkpoints see the averaged weights; training and the
-    # backup keep the raw ones (fit itself ends by copying the average into the model).
-    ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=False) if config.optim.ema_decay else None
-    # Order matters at epoch end: history and checkpoints first, the backup last, so a kill
-    # between them repeats an epoch rather than losing one.
-    callbacks = [
-        cb.StopOnNonFiniteLoss(),
-        throughput,
-        *([ema] if ema else []),
-        cb.AtomicModelCheckpoint(
-            run_dir, monitor="val_accuracy" if validation_data else "accuracy", enabled=chief, ema=ema
-        ),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0),
-        cb.AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
-    ]
-    fit_started = time.time()
-    model.fit(
-        train_data,
-        epochs=config.schedule.epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    fit_seconds = time.time() - fit_started
-
-    # 4. The held-out test split, once, with the checkpoint chosen on validation.
-    summary = {
-        "epochs": config.schedule.epochs,
-        "replicas": replicas,
-        "dataset": spec.name,
-        "weights_fingerprint": weights_fingerprint(model),
-    }
-    if chief:
-        test = evaluate(run_dir, data_dir=config.data.data_dir)
-        with open(os.path.join(run_dir, "best.json")) as file:
-            best_record = json.load(file)
-        history = read_history(os.path.join(run_dir, "history.csv"))
-        summary.update(
-            {
-                "test_accuracy": test["test_accuracy"],
-                "test_loss": test["test_loss"],
-                "test_flip_average": test["flip_average"],
-                "single_view_test_accuracy": test["single_view_test_accuracy"],
-                "best_epoch": best_record["epoch"],
-                # Without a validation part the best checkpoint follows the training accuracy.
-                "selected_by": best_record["monitor"],
-                "best_validation_accuracy": best_record["value"] if best_record["monitor"] == "val_accuracy" else None,
-                "final_epoch_metrics": history[-1] if history else {},
-                "wall_seconds": time.time() - started,
-                "fit_seconds_this_process": fit_seconds,
-                "train_images_per_second": (
-                    sorted(throughput.per_epoch)[len(throughput.per_epoch) // 2] if throughput.per_epoch else None
+        with strategy.scope():
+            model = MLPMixer(**model_args, class_names=spec.class_names)
+            if params is not None:
+                load_official_weights(
+                    model, params, allow_resize=True, token_mixing_resize=config.model.token_mixing_resize
+                )
+            optimizer = build_optimizer(config, steps_per_epoch)
+            exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(
+                    from_logits=True, label_smoothing=config.augment.label_smoothing
                 ),
-                "parameters": model.count_params(),
-                "model": model_args,
-                "splits": spec.splits,
-                "class_names": spec.class_names,
-                "config": config.to_dict(),
-                "machine": machine_description(),
-            }
-        )
-        write_json_atomically(os.path.join(run_dir, "summary.json"), summary)
-        save_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"))
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return summary
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                steps_per_execution=min(config.distribute.steps_per_execution, steps_per_epoch),
+                jit_compile=config.distribute.xla,
+            )
+        enable_multi_worker_fit(model)
+
+        # 3. Fit.
+        throughput = cb.Throughput(steps_per_epoch * batch_size)
+        # With an EMA, validation and checkpoints see the averaged weights; training and the
+        # backup keep the raw ones (fit itself ends by copying the average into the model).
+        ema = keras.callbacks.SwapEMAWeights(swap_on_epoch=False) if config.optim.ema_decay else None
+        # Order matters at epoch end: history and checkpoints first, the backup last, so a kill
+        # between them repeats an epoch rather than losing one.
+        interrupt = cb.StopOnInterrupt()
+        callbacks = [
+            interrupt,
+            cb.StopOnNonFiniteLoss(),
+            throughput,
+            *([ema] if ema else []),
+            cb.AtomicModelCheckpoint(
+                run_dir, monitor="val_accuracy" if validation_data else "accuracy", enabled=chief, ema=ema
+            ),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0),
+            cb.AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
+        ]
+        fit_started = time.time()
+        try:
+            model.fit(
+                train_data,
+                epochs=config.schedule.epochs,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=validation_data,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,  # the pipeline shuffles; Keras' own shuffle flag only warns on a dataset
+            )
+        finally:
+            interrupt.restore()
+        fit_seconds = time.time() - fit_started
+
+        # 4. The held-out test split, once, with the checkpoint chosen on validation.
+        summary = {
+            "epochs": config.schedule.epochs,
+            "replicas": replicas,
+            "dataset": spec.name,
+            "weights_fingerprint": weights_fingerprint(model),
+        }
+        if chief:
+            test = evaluate(run_dir, data_dir=config.data.data_dir)
+            with open(os.path.join(run_dir, "best.json")) as file:
+                best_record = json.load(file)
+            history = read_history(os.path.join(run_dir, "history.csv"))
+            summary.update(
+                {
+                    "test_accuracy": test["test_accuracy"],
+                    "test_loss": test["test_loss"],
+                    "test_flip_average": test["flip_average"],
+                    "single_view_test_accuracy": test["single_view_test_accuracy"],
+                    "best_epoch": best_record["epoch"],
+                    # Without a validation part the best checkpoint follows the training accuracy.
+                    "selected_by": best_record["monitor"],
+                    "best_validation_accuracy": best_record["value"]
+                    if best_record["monitor"] == "val_accuracy"
+                    else None,
+                    "final_epoch_metrics": history[-1] if history else {},
+                    "wall_seconds": time.time() - started,
+                    "fit_seconds_this_process": fit_seconds,
+                    "train_images_per_second": (
+                        sorted(throughput.per_epoch)[len(throughput.per_epoch) // 2] if throughput.per_epoch else None
+                    ),
+                    "parameters": model.count_params(),
+                    "model": model_args,
+                    "splits": spec.splits,
+                    "class_names": spec.class_names,
+                    "config": config.to_dict(),
+                    "machine": machine_description(),
+                }
+            )
+            write_json_atomically(os.path.join(run_dir, "summary.json"), summary)
+            save_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "curves.png"))
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        return summary
 
 
 def weights_fingerprint(model):
@@ -368,7 +379,9 @@ def main(argv=None):
         formatter_class=argparse.RawTextHelpFormatter,
     )
     add_config_flags(parser)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
     config = config_from_args(args)
 
     from keras_mixer.weights import WeightsDownloadError  # noqa: PLC0415
@@ -383,6 +396,15 @@ def main(argv=None):
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NON_FINITE
+    except WriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. {config.model_dir} keeps every finished epoch; run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     if summary.get("already_complete"):
         print(f"{config.model_dir} already holds this finished run (--overwrite trains it again).")
     print(f"weights fingerprint: {summary['weights_fingerprint']}")
