@@ -110,7 +110,7 @@ def main(argv=None):
         for kind in ("train", "forward"):
             print(f"{kind}: {variant} / 2d = {summary[variant][kind] / summary['2d'][kind]:.2f}")
     from training.files import write_json_atomically  # noqa: PLC0415
-    from training.train import machine_description  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
 
     write_json_atomically(args.json, {"runs": runs, "median_of_runs": summary, "machine": machine_description()})
     print(f"wrote {args.json}")

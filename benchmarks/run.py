@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks.flops import flops_per_image, gemm_shapes  # noqa: E402
+from training import EXIT_BAD_INPUT  # noqa: E402
 
 FASHION = "fashion"  # the default recipe's model (training/config.py)
 ALL_ROWS = ("keras", "xla", "saved_model", "tflite", "bfloat16", "train", "peer")
@@ -454,10 +455,10 @@ def main(argv=None):
         batch_sizes = []
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
     from training.files import write_json_atomically  # noqa: PLC0415
-    from training.train import machine_description  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
 
     started = time.time()
     results = [run_model(n, batch_sizes, args.repeats, rows_wanted, args.data_dir, args.train_batch) for n in names]

@@ -12,7 +12,7 @@ import numpy as np
 
 
 class TFLiteClassifier:
-    """A TFLite image classifier written by `keras_mixer.export_tflite`, run one image at a time.
+    """A TFLite image classifier written by `keras_mixer.export.export_tflite`, run one image at a time.
 
     Quantised (int8) inputs and outputs are handled with the tensors' own scale and zero point, so
     `predict` always takes float pixels and returns float probabilities.

@@ -5,6 +5,8 @@ graph ending in `super().__init__(inputs, outputs)`; keep every argument for `ge
 Presets (the paper's seven sizes) live in `presets.py`; official weights in `checkpoints.py`.
 """
 
+import inspect
+
 import keras
 
 from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
@@ -45,39 +47,22 @@ def _check_rate(name, value):
         raise ValueError(f"`{name}` must be a float in [0, 1). Received: {name}={value!r}")
 
 
-def validate_mixer_arguments(
-    *,
-    image_size,
-    patch_size,
-    num_blocks,
-    hidden_dim,
-    tokens_mlp_dim,
-    channels_mlp_dim,
-    num_classes,
-    num_channels,
-    dropout_rate,
-    drop_path_rate,
-    include_top,
-    pooling,
-    classifier_activation,
-    layer_norm_epsilon,
-    activation="gelu",
-    flip_average=False,
-    class_names=None,
-):
+def validate_mixer_arguments(arguments):
     """Check every constructor argument; return `(image_size, patch_size)` as (h, w) pairs.
 
-    Raises one `ValueError` naming the argument, what is allowed and what was received.
+    `arguments` maps every constructor argument's name to its value. Raises one `ValueError`
+    naming the argument, what is allowed and what was received.
     """
+    (
+        image_size, patch_size, num_classes, dropout_rate, drop_path_rate, include_top, pooling,
+        classifier_activation, layer_norm_epsilon, activation, flip_average, class_names,
+    ) = (arguments[name] for name in (
+        "image_size", "patch_size", "num_classes", "dropout_rate", "drop_path_rate", "include_top", "pooling",
+        "classifier_activation", "layer_norm_epsilon", "activation", "flip_average", "class_names",
+    ))  # fmt: skip
     image_size, patch_size = validate_size_pairs(image_size, patch_size)
-    for name, value in (
-        ("num_blocks", num_blocks),
-        ("hidden_dim", hidden_dim),
-        ("tokens_mlp_dim", tokens_mlp_dim),
-        ("channels_mlp_dim", channels_mlp_dim),
-        ("num_channels", num_channels),
-    ):
-        _check_positive_int(name, value)
+    for name in ("num_blocks", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim", "num_channels"):
+        _check_positive_int(name, arguments[name])
     if include_top:
         _check_positive_int("num_classes", num_classes)
     _check_rate("dropout_rate", dropout_rate)
@@ -116,7 +101,6 @@ def check_keyword_arguments(cls, kwargs):
     """Refuse an unknown keyword argument (a misspelt `num_clases=10` would otherwise be dropped
     silently), naming it and the closest valid name."""
     import difflib  # noqa: PLC0415
-    import inspect  # noqa: PLC0415
 
     valid = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")]
     valid += KERAS_MODEL_KEYWORDS
@@ -247,25 +231,10 @@ class MLPMixer(keras.Model):
     ):
         # --- 1. validate -------------------------------------------------------------------
         check_keyword_arguments(type(self), kwargs)
-        image_size, patch_size = validate_mixer_arguments(
-            image_size=image_size,
-            patch_size=patch_size,
-            num_blocks=num_blocks,
-            hidden_dim=hidden_dim,
-            tokens_mlp_dim=tokens_mlp_dim,
-            channels_mlp_dim=channels_mlp_dim,
-            num_classes=num_classes,
-            num_channels=num_channels,
-            dropout_rate=dropout_rate,
-            drop_path_rate=drop_path_rate,
-            include_top=include_top,
-            pooling=pooling,
-            classifier_activation=classifier_activation,
-            layer_norm_epsilon=layer_norm_epsilon,
-            activation=activation,
-            flip_average=flip_average,
-            class_names=class_names,
-        )
+        # Every constructor argument but `name`, by name: validated here, kept for get_config below.
+        given = dict(locals())
+        arguments = {key: given[key] for key in CONSTRUCTOR_ARGUMENTS}
+        image_size, patch_size = validate_mixer_arguments(arguments)
 
         # --- 2. build the graph --------------------------------------------------------------
         safe_dtype = mixed_precision_safe_dtype(None)
@@ -307,25 +276,11 @@ class MLPMixer(keras.Model):
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
 
         # --- 3. keep every argument ------------------------------------------------------------
-        self.num_blocks = num_blocks
-        self.hidden_dim = hidden_dim
-        self.tokens_mlp_dim = tokens_mlp_dim
-        self.channels_mlp_dim = channels_mlp_dim
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.num_channels = num_channels
-        self.dropout_rate = dropout_rate
-        self.drop_path_rate = drop_path_rate
-        self.include_top = include_top
-        self.pooling = pooling
-        self.include_preprocessing = include_preprocessing
-        self.classifier_activation = classifier_activation
-        self.gelu_approximate = gelu_approximate
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.activation = activation
-        self.flip_average = flip_average
-        self.class_names = None if class_names is None else list(class_names)
+        arguments.update(image_size=image_size, patch_size=patch_size)
+        if class_names is not None:
+            arguments["class_names"] = list(class_names)
+        for key, value in arguments.items():
+            setattr(self, key, value)
 
     @property
     def grid_size(self):
@@ -347,25 +302,7 @@ class MLPMixer(keras.Model):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "num_blocks": self.num_blocks,
-            "hidden_dim": self.hidden_dim,
-            "tokens_mlp_dim": self.tokens_mlp_dim,
-            "channels_mlp_dim": self.channels_mlp_dim,
-            "num_classes": self.num_classes,
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
-            "num_channels": self.num_channels,
-            "dropout_rate": self.dropout_rate,
-            "drop_path_rate": self.drop_path_rate,
-            "include_top": self.include_top,
-            "pooling": self.pooling,
-            "include_preprocessing": self.include_preprocessing,
-            "classifier_activation": self.classifier_activation,
-            "gelu_approximate": self.gelu_approximate,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "activation": self.activation,
-            "flip_average": self.flip_average,
-            "class_names": self.class_names,
+            **{key: getattr(self, key) for key in CONSTRUCTOR_ARGUMENTS},
         }
 
     @classmethod
@@ -449,3 +386,10 @@ class MLPMixer(keras.Model):
         model = cls(**fitted)
         load_official_weights(model, params, allow_resize=True, token_mixing_resize=token_mixing_resize)
         return model
+
+
+# The constructor's own arguments; its signature is the one list of them. validate_mixer_arguments
+# checks each, __init__ keeps each as an attribute, get_config returns each.
+CONSTRUCTOR_ARGUMENTS = tuple(
+    key for key in inspect.signature(MLPMixer.__init__).parameters if key not in ("self", "name", "kwargs")
+)

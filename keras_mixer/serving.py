@@ -1,6 +1,6 @@
 """Client for a Mixer served by TF Serving, over REST or gRPC.
 
-`predict` sends images to a model exported by `keras_mixer.export_saved_model` and returns what
+`predict` sends images to a model exported by `keras_mixer.export.export_saved_model` and returns what
 the SavedModel's signature returns locally: a dict of NumPy arrays `probabilities` (N, K),
 `classes` (N, k), `scores` (N, k) and `class_names` (N, k). REST needs only the standard library;
 gRPC needs the `serving` extra (`pip install 'keras-mixer[serving]'`, which brings

@@ -15,10 +15,6 @@ def _reset_keras_state():
     keras.utils.clear_session()
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
-
-
 @pytest.fixture(scope="session")
 def fashion_data_dir(tmp_path_factory):
     """A tfds data dir holding fashion_mnist prepared offline from Debian's files (once per session)."""

@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 
+from keras_mixer.checkpoints import TOKEN_MIXING_RESIZES
 from keras_mixer.layers import MLP_ACTIVATIONS
 from training.config import RECIPES, SECTIONS, TrainConfig, add_config_flags, config_from_args, recipe_config
 
@@ -27,6 +28,11 @@ def test_every_field_is_a_flag_with_help():
 def test_activation_choices_are_the_models():
     (field,) = [f for f in dataclasses.fields(TrainConfig().model) if f.name == "activation"]
     assert field.metadata["choices"] == MLP_ACTIVATIONS
+
+
+def test_token_mixing_resize_choices_are_the_checkpoint_loaders():
+    (field,) = [f for f in dataclasses.fields(TrainConfig().model) if f.name == "token_mixing_resize"]
+    assert field.metadata["choices"] == TOKEN_MIXING_RESIZES
 
 
 def test_flags_override_the_recipe():

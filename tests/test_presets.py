@@ -11,6 +11,43 @@ OFFICIAL_COUNTS = {  # paper-facts / official tests, at 224x224x3 with 1000 clas
 }
 
 
+# Paper Table 1, written here independently of presets.py: blocks, C, D_S, D_C, patch.
+TABLE_1 = {
+    "mixer_s32": (8, 512, 256, 2048, 32),
+    "mixer_s16": (8, 512, 256, 2048, 16),
+    "mixer_b32": (12, 768, 384, 3072, 32),
+    "mixer_b16": (12, 768, 384, 3072, 16),
+    "mixer_l32": (24, 1024, 512, 4096, 32),
+    "mixer_l16": (24, 1024, 512, 4096, 16),
+    "mixer_h14": (32, 1280, 640, 5120, 14),
+}
+
+
+def closed_form_parameter_count(blocks, hidden, tokens_mlp, channels_mlp, patch, image=224, channels=3, classes=1000):
+    """Stem + blocks (two LayerNorms, token MLP, channel MLP) + pre-head LayerNorm + head."""
+    tokens = (image // patch) ** 2
+    stem = patch * patch * channels * hidden + hidden
+    token_mlp = tokens * tokens_mlp + tokens_mlp + tokens_mlp * tokens + tokens
+    channel_mlp = hidden * channels_mlp + channels_mlp + channels_mlp * hidden + hidden
+    block = 2 * 2 * hidden + token_mlp + channel_mlp
+    return stem + blocks * block + 2 * hidden + hidden * classes + classes
+
+
+def test_the_closed_form_count_reproduces_the_official_counts():
+    for name, count in OFFICIAL_COUNTS.items():
+        assert closed_form_parameter_count(*TABLE_1[name]) == count
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_1))
+def test_preset_configs_and_counts_follow_table_1(name):
+    config = PRESETS[name]["config"]
+    assert (
+        tuple(config[k] for k in ("num_blocks", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim", "patch_size"))
+        == (TABLE_1[name])
+    )
+    assert PRESETS[name]["metadata"]["params"] == closed_form_parameter_count(*TABLE_1[name])
+
+
 def test_seven_presets_from_table_1():
     assert sorted(PRESETS) == sorted(
         ["mixer_s32", "mixer_s16", "mixer_b32", "mixer_b16", "mixer_l32", "mixer_l16", "mixer_h14"]

@@ -22,3 +22,18 @@ def test_readme_has_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _setup_commands()[1] in ci_lines
+
+
+def test_the_readme_preset_table_is_the_presets_data():
+    from keras_mixer import PRESETS  # noqa: PLC0415
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Presets", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| `mixer_")]
+    assert [row[0].strip().strip("`") for row in rows] == list(PRESETS)
+    for row in rows:
+        name, cells = row[0].strip().strip("`"), [cell.strip().replace(",", "") for cell in row]
+        config = PRESETS[name]["config"]
+        expected = [config[k] for k in ("num_blocks", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim", "patch_size")]
+        assert [int(c) for c in cells[2:7]] == expected, name
+        assert int(cells[8]) == PRESETS[name]["metadata"]["params"], name

@@ -15,6 +15,8 @@ import collections
 import os
 import sys
 
+from training import EXIT_BAD_INPUT
+
 WORDNET_NOUNS = "/usr/share/wordnet/data.noun"
 OUTPUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_mixer", "data")
 
@@ -58,7 +60,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isfile(args.wordnet):
         print(f"error: {args.wordnet} not found: apt-get install wordnet-base", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     ids = tfds_imagenet_ids()
     names = class_names(ids, wordnet_first_words(args.wordnet))
     path = os.path.join(args.output_dir, "imagenet1k_class_names.tsv")
