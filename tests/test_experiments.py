@@ -1,6 +1,7 @@
 """The paper experiments' CLIs: permutation invariance (§3.4) and token-mixing pictures (Fig. 5)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -142,3 +143,30 @@ def test_token_weights_bad_input(tmp_path):
     result = _run("training.experiments.token_weights", "--model", str(tmp_path / "absent.keras"))
     assert result.returncode == 2 and "model file not found" in result.stderr
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_transfer_folders_hold_the_chosen_classes_as_pngs(tmp_path):
+    from training.experiments.transfer import pick, write_png_folder  # noqa: PLC0415
+
+    images = np.arange(12 * 4 * 4, dtype="uint8").reshape(12, 4, 4, 1)
+    labels = np.array([5, 6, 7, 5, 6, 7, 5, 6, 7, 5, 6, 7])
+    chosen, relabelled = pick(images, labels, classes=(5, 7), per_class=2)
+    assert relabelled.tolist() == [0, 1, 0, 1] and np.array_equal(chosen[0], images[0])
+    assert write_png_folder(chosen, relabelled, ["Sandal", "T-shirt/top"], str(tmp_path)) == 4
+    assert sorted(os.listdir(tmp_path)) == ["Sandal", "T-shirt_top"]
+    png = (tmp_path / "T-shirt_top" / "00001.png").read_bytes()
+    np.testing.assert_array_equal(tf.io.decode_png(png).numpy(), images[2])
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--per-class", "101"], "--per-class is at most 100"),
+        (["--epochs", "0"], "--epochs must be a positive integer"),
+        (["--per-class", "5"], "fewer images than one batch"),
+    ],
+)
+def test_transfer_cli_bad_input(tmp_path, flags, message):
+    result = _run("training.experiments.transfer", *flags, "--work-dir", str(tmp_path / "work"))
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "work").exists()
