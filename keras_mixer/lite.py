@@ -4,7 +4,7 @@
 `ai_edge_litert.interpreter.Interpreter` (the same runtime phones use, XNNPACK included).
 
 Example:
-    classifier = TFLiteClassifier("saved_models/fashion_mixer/tflite/int8.tflite")
+    classifier = TFLiteClassifier("saved_models/fashion_mixer/tflite/1/int8.tflite")
     probabilities = classifier.predict(images)   # (N, H, W, C) pixels in [0, 255] -> (N, K)
 """
 

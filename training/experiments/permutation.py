@@ -194,6 +194,7 @@ def run_cell(model_name, config, spec, builder, order_index, evals_per_epoch, in
         steps_per_epoch=steps_per_epoch // evals_per_epoch,
         validation_data=test,  # measured, never used to choose anything
         verbose=2,
+        shuffle=False,  # the pipeline shuffles; Keras' own flag only warns on a dataset
     )
     return model, [float(v) for v in history.history["val_accuracy"]]
 
