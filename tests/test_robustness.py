@@ -161,3 +161,20 @@ def test_checkpoints_with_non_finite_values_or_unused_keys_are_refused():
     for variable, value in zip(model.weights, before):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
     load_official_weights(model, extra, allow_partial=True)  # when the caller says so
+
+
+def test_a_resumed_run_drops_history_rows_the_backup_does_not_hold(tmp_path):
+    from training.callbacks import AtomicBackupAndRestore  # noqa: PLC0415
+    from training.files import read_history, trim_history  # noqa: PLC0415
+
+    # Killed after epoch 2's history row, before its backup swap: the backup holds 2 epochs.
+    state = tmp_path / "backup" / "state-00002-0000000"
+    state.mkdir(parents=True)
+    (state / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    (tmp_path / "backup" / "current").write_text("state-00002-0000000")
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,accuracy,loss\n0,0.5,1.0\n1,0.6,0.9\n2,0.7,0.8\n")
+    completed = AtomicBackupAndRestore(str(tmp_path / "backup")).completed_epochs()
+    assert completed == 2 and trim_history(str(history), completed) == 1
+    assert [row["epoch"] for row in read_history(str(history))] == [0.0, 1.0]
+    assert trim_history(str(history), completed) == 0  # nothing more to drop

@@ -161,6 +161,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._prev_weights_path = self._weights_path + ".bkp"  # unused: states are never half-written
         self._prev_training_metadata_path = self._training_metadata_path + ".bkp"
 
+    def completed_epochs(self):
+        """Epochs the backup holds (0 without one): a resumed run starts after them."""
+        pointer = os.path.join(self.backup_dir, self.POINTER)
+        if not os.path.exists(pointer):
+            return 0
+        with open(pointer) as file:
+            metadata = os.path.join(self.backup_dir, file.read().strip(), "training_metadata.json")
+        with open(metadata) as file:
+            return int(json.load(file)["epoch"])
+
     def _load_model(self):
         pointer = os.path.join(self.backup_dir, self.POINTER)
         if os.path.exists(pointer):

@@ -85,6 +85,24 @@ def read_history(path):
         return [{k: float(v) for k, v in row.items() if v not in ("NA", "")} for row in csv.DictReader(file)]
 
 
+def trim_history(path, epochs):
+    """Keep the first `epochs` rows of a CSVLogger history (a resumed run repeats the ones after).
+
+    A kill between the history write and the backup swap at an epoch's end leaves a row for an
+    epoch the backup does not hold; the resumed run trains that epoch again and would log it twice.
+    Returns how many rows were dropped.
+    """
+    if not os.path.exists(path):
+        return 0
+    with open(path, newline="") as file:
+        lines = file.read().splitlines(keepends=True)
+    header, rows = lines[:1], lines[1:]
+    kept = [row for row in rows if int(float(row.split(",", 1)[0])) < epochs]
+    if len(kept) != len(rows):
+        write_text_atomically(path, "".join(header + kept))
+    return len(rows) - len(kept)
+
+
 def save_curves(history_csv, path):
     """loss and accuracy per epoch (train and validation) as a PNG."""
     import matplotlib  # noqa: PLC0415

@@ -20,7 +20,14 @@ import time
 
 from training import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NON_FINITE
 from training.config import add_config_flags, config_from_args, range_problems
-from training.files import WriteError, read_history, save_curves, writable_dir_problem, write_json_atomically
+from training.files import (
+    WriteError,
+    read_history,
+    save_curves,
+    trim_history,
+    writable_dir_problem,
+    write_json_atomically,
+)
 from training.folders import write_splits
 from training.machine import machine_description
 from training.quiet import add_verbose_flag, quiet_logs
@@ -288,6 +295,8 @@ def train(config, extra_layers=(), verbose="auto"):
         # Order matters at epoch end: history and checkpoints first, the backup last, so a kill
         # between them repeats an epoch rather than losing one.
         interrupt = cb.StopOnInterrupt()
+        backup = cb.AtomicBackupAndRestore(os.path.join(run_dir, "backup"))
+        trim_history(os.path.join(run_dir, "history.csv"), backup.completed_epochs())
         callbacks = [
             interrupt,
             cb.StopOnNonFiniteLoss(),
@@ -298,7 +307,7 @@ def train(config, extra_layers=(), verbose="auto"):
             ),
             keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False, profile_batch=0),
-            cb.AtomicBackupAndRestore(os.path.join(run_dir, "backup")),
+            backup,
         ]
         fit_started = time.time()
         try:
