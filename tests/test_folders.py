@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.training_helpers import ROOT, run_train
+from tests.training_helpers import run_train
 from training.config import AugmentConfig, DataConfig
 from training.data import make_pipeline, open_source
 from training.folders import FolderError, build_splits, list_folder, stratified_split
+from training.train import main as train_main
 
 FORMATS = ("png", "jpg", "bmp", "gif")
 
@@ -127,14 +128,13 @@ def _corrupt(root):
     (root / "emu" / "truncated.png").write_bytes(png[: len(png) // 3])
 
 
-def test_unreadable_files_stop_the_cli_before_anything_is_written(tmp_path):
+def test_unreadable_files_stop_the_cli_before_anything_is_written(tmp_path, capsys):
     root = tmp_path / "photos"
     make_folder(str(root))
     _corrupt(root)
     model_dir = tmp_path / "run"
-    result = run_train("--dataset", str(root), "--model-dir", str(model_dir), "--epochs", "1")
-    assert result.returncode == 2, result.stderr[-2000:]
-    message = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert train_main(["--dataset", str(root), "--model-dir", str(model_dir), "--epochs", "1"]) == 2
+    message = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(message) == 1 and "3 of 27 files" in message[0] and "--skip-bad-images" in message[0]
     assert "cat/broken.jpg" in message[0] and "dog/empty.png" in message[0]
     assert not model_dir.exists()
@@ -177,7 +177,6 @@ def test_a_file_that_breaks_after_the_check_does_not_stop_an_epoch(tmp_path):
     assert len(batches) == 12 and all(images.shape == (8, 28, 28, 1) for images, _ in batches)
 
 
-def test_a_missing_folder_is_not_taken_for_a_tfds_name(tmp_path):
-    result = run_train("--dataset", str(tmp_path / "no" / "such"), "--model-dir", str(tmp_path / "run"))
-    assert result.returncode == 2 and "No such folder" in result.stderr
-    assert ROOT and not (tmp_path / "run").exists()
+def test_a_missing_folder_is_not_taken_for_a_tfds_name(tmp_path, capsys):
+    assert train_main(["--dataset", str(tmp_path / "no" / "such"), "--model-dir", str(tmp_path / "run")]) == 2
+    assert "No such folder" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -96,6 +96,8 @@ def test_a_bad_number_is_the_only_line_a_new_process_prints(fashion_data_dir, tm
         (["--model-dir", ""], "--model-dir is empty"),
         (["--model-dir", "{file}"], "cannot be a folder"),
         (["--model-dir", "{file}/run"], "cannot be a folder"),
+        (["--init-from", "imagenet1k"], "exists per preset: pass a preset"),
+        (["--init-from", "no/such.npz"], "published set name (imagenet1k, imagenet21k, sam, gsam) or the path"),
     ],
 )
 def test_bad_flags_exit_2_before_anything_is_written(fashion_data_dir, tmp_path, capsys, flags, message):

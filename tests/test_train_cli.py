@@ -135,8 +135,6 @@ def test_sigkill_then_the_same_command_resumes_and_finishes(fashion_data_dir, tm
         (["--batch-size", "4096"], "exceeds the"),
         (["--train-split", "nope"], "Bad split"),
         (["--flip", "false"], "needs a model trained with random flips. Received: flip=False"),
-        (["--init-from", "imagenet1k"], "exists per preset: pass a preset"),
-        (["--init-from", "no/such.npz"], "published set name (imagenet1k, imagenet21k, sam, gsam) or the path"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_clear_message(fashion_data_dir, tmp_path, flags, message):
