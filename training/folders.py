@@ -46,7 +46,7 @@ def _extensions():
     return IMAGE_FILE_EXTENSIONS
 
 
-def _image_files(folder):
+def image_files_below(folder):
     """Image files below `folder`, as sorted paths relative to it."""
     found = []
     for root, directories, names in os.walk(folder):
@@ -68,7 +68,7 @@ def _list_classes(folder, class_names=None):
         raise FolderError(
             f"{folder} has class folders that the training folder lacks: {unknown}. Expected only {names}."
         )
-    return {name: _image_files(os.path.join(folder, name)) if name in present else [] for name in names}
+    return {name: image_files_below(os.path.join(folder, name)) if name in present else [] for name in names}
 
 
 def list_folder(root):

@@ -141,19 +141,14 @@ class Classifier:
 
 
 def image_files(inputs):
-    """The files to classify: each named file, and the image files found in each named folder."""
-    from keras_mixer.preprocessing import IMAGE_FILE_EXTENSIONS  # noqa: PLC0415
+    """The files to classify: each named file, and the image files found in each named folder
+    (the same search as a training folder's, `training.folders.image_files_below`)."""
+    from training.folders import image_files_below  # noqa: PLC0415
 
     files = []
     for item in inputs:
         if os.path.isdir(item):
-            found = [
-                os.path.join(root, name)
-                for root, _, names in os.walk(item)
-                for name in names
-                if name.lower().endswith(IMAGE_FILE_EXTENSIONS) and not name.startswith(".")
-            ]
-            files += sorted(found)
+            files += [os.path.join(item, path) for path in image_files_below(item)]
         else:
             files.append(item)
     return files
