@@ -6,6 +6,7 @@ Presets (the paper's seven sizes) live in `presets.py`; official weights in `che
 """
 
 import inspect
+import types
 
 import keras
 
@@ -53,42 +54,37 @@ def validate_mixer_arguments(arguments):
     `arguments` maps every constructor argument's name to its value. Raises one `ValueError`
     naming the argument, what is allowed and what was received.
     """
-    (
-        image_size, patch_size, num_classes, dropout_rate, drop_path_rate, include_top, pooling,
-        classifier_activation, layer_norm_epsilon, activation, flip_average, class_names,
-    ) = (arguments[name] for name in (
-        "image_size", "patch_size", "num_classes", "dropout_rate", "drop_path_rate", "include_top", "pooling",
-        "classifier_activation", "layer_norm_epsilon", "activation", "flip_average", "class_names",
-    ))  # fmt: skip
-    image_size, patch_size = validate_size_pairs(image_size, patch_size)
+    a = types.SimpleNamespace(**arguments)
+    image_size, patch_size = validate_size_pairs(a.image_size, a.patch_size)
     for name in ("num_blocks", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim", "num_channels"):
         _check_positive_int(name, arguments[name])
-    if include_top:
-        _check_positive_int("num_classes", num_classes)
-    _check_rate("dropout_rate", dropout_rate)
-    _check_rate("drop_path_rate", drop_path_rate)
-    allowed_poolings = POOLINGS if include_top else (None, *POOLINGS)
-    if pooling not in allowed_poolings:
+    if a.include_top:
+        _check_positive_int("num_classes", a.num_classes)
+    _check_rate("dropout_rate", a.dropout_rate)
+    _check_rate("drop_path_rate", a.drop_path_rate)
+    allowed_poolings = POOLINGS if a.include_top else (None, *POOLINGS)
+    if a.pooling not in allowed_poolings:
         raise ValueError(
-            f"`pooling` must be one of {allowed_poolings} when include_top={include_top}. Received: pooling={pooling!r}"
+            f"`pooling` must be one of {allowed_poolings} when include_top={a.include_top}. "
+            f"Received: pooling={a.pooling!r}"
         )
-    if classifier_activation not in CLASSIFIER_ACTIVATIONS:
+    if a.classifier_activation not in CLASSIFIER_ACTIVATIONS:
         raise ValueError(
             f"`classifier_activation` must be one of {CLASSIFIER_ACTIVATIONS} (None gives logits). "
-            f"Received: classifier_activation={classifier_activation!r}"
+            f"Received: classifier_activation={a.classifier_activation!r}"
         )
-    check_mlp_activation(activation)
-    if not isinstance(flip_average, bool):
-        raise ValueError(f"`flip_average` must be True or False. Received: flip_average={flip_average!r}")
-    if flip_average and not include_top and pooling is None:
+    check_mlp_activation(a.activation)
+    if not isinstance(a.flip_average, bool):
+        raise ValueError(f"`flip_average` must be True or False. Received: flip_average={a.flip_average!r}")
+    if a.flip_average and not a.include_top and a.pooling is None:
         raise ValueError(
             "`flip_average=True` averages an image's output with its mirror image's, which needs one vector "
             "per image: use include_top=True or a pooling. Received: include_top=False, pooling=None"
         )
-    check_class_names(class_names, num_classes if include_top else None)
-    if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+    check_class_names(a.class_names, a.num_classes if a.include_top else None)
+    if not isinstance(a.layer_norm_epsilon, (int, float)) or a.layer_norm_epsilon <= 0:
         raise ValueError(
-            f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={layer_norm_epsilon!r}"
+            f"`layer_norm_epsilon` must be a positive float. Received: layer_norm_epsilon={a.layer_norm_epsilon!r}"
         )
     return image_size, patch_size
 
