@@ -57,16 +57,24 @@ def test_the_four_formats_agree_on_every_image(deployed, tmp_path, capsys):
         "saved_model": tmp / "exports" / "photos" / "1",
         "tflite": tmp / "exports" / "photos" / "tflite" / "1" / "float32.tflite",  # version 1, as the SavedModel
     }
-    top1 = {}
-    for name, model in models.items():
+    top1, margins = {}, []
+    for name, model in ({"keras": models["keras"]} | models).items():
         report = tmp_path / f"{name}.json"
         code = predict_main(["--model", str(model), str(tmp / "photos"), "--top-k", "2", "--json", str(report)])
         assert code == 0, name
         results = json.loads(report.read_text())
         assert results["format"] == name and results["failed"] == 0 and len(results["results"]) == 36
         top1[name] = [r["predictions"][0]["name"] for r in results["results"]]
+        if name == "keras":
+            margins = [
+                r["predictions"][0]["probability"] - r["predictions"][1]["probability"] for r in results["results"]
+            ]
         assert {p["name"] for r in results["results"] for p in r["predictions"]} <= {"cat", "dog", "emu"}
-    assert top1["keras"] == top1["run"] == top1["saved_model"] == top1["tflite"]
+    # Formats differ by float rounding, which can swap a near-tie: compare where the top two differ.
+    decided = [i for i, margin in enumerate(margins) if margin > 1e-3]
+    assert len(decided) > 18
+    for name in models:
+        assert [top1[name][i] for i in decided] == [top1["keras"][i] for i in decided], name
     table = capsys.readouterr().out
     assert "cat/0.png" in table and any(name in table for name in ("cat 0.", "dog 0.", "emu 0."))
 
