@@ -187,7 +187,7 @@ def test_parity_report_measures_each_export_and_flags_a_wrong_one(model, tmp_pat
     good = export_tflite(model, str(tmp_path / "float32.tflite"))
     other = MLPMixer.from_config(model.get_config())  # same architecture, different (fresh) weights
     wrong = export_tflite(other, str(tmp_path / "float16.tflite"), "float16")
-    report = parity_report(model, images, labels, version, {"float32": good, "float16": wrong})
+    report = parity_report(model, images, labels, {"saved_model": version}, {"float32": good, "float16": wrong})
     rows = {row["export"]: row for row in report["rows"]}
     assert rows["saved_model"]["max_abs_difference"] <= 1e-5 and rows["saved_model"]["meets_target"]
     assert rows["float32"]["max_abs_difference"] <= 1e-4 and rows["float32"]["meets_target"]
@@ -256,3 +256,19 @@ def test_a_file_where_an_export_folder_goes_is_one_clear_error(model, tmp_path, 
     flags = ["--model", str(tmp_path / "m.keras"), "--base-dir", str(base), "--name", "m", "--formats", "tflite"]
     assert export_main(flags) == 2
     assert "is a file; exports need a folder there" in capsys.readouterr().err
+
+
+def test_bfloat16_saved_model_takes_and_returns_float32_close_to_the_float32_model(model, tmp_path):
+    base = tmp_path / "mixer_bf16"
+    folder = export_saved_model(model, str(base), class_names=CLASSES, precision="bfloat16")
+    serve = tf.saved_model.load(folder).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["images"].dtype == tf.float32
+    images = _images(8)
+    out = serve(images=tf.constant(images, tf.float32))["probabilities"]
+    assert out.dtype == tf.float32
+    expected = _probabilities(model, images)  # the float32 Keras model: bfloat16 keeps ~3 significant digits
+    np.testing.assert_allclose(out.numpy(), expected, atol=0.03)
+    assert model.mixer_blocks[0].compute_dtype == "float32"  # the exported model was a copy
+    with pytest.raises(ValueError, match="Expected one of \\('float32', 'bfloat16'\\). Received: 'float16'"):
+        export_saved_model(model, str(base), precision="float16")
+    assert sorted(os.listdir(base)) == ["1"]

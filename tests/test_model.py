@@ -223,3 +223,12 @@ def test_an_empty_batch_gives_an_empty_result(flip_average):
     empty = np.zeros((0, 16, 16, 3), "float32")
     assert tuple(model(empty).shape) == (0, 5)
     assert model.predict(empty, verbose=0).shape == (0, 5)
+
+
+def test_predict_on_arrays_equals_the_direct_call_for_any_batch_size():
+    model = _randomize(MLPMixer(**TINY))
+    images = _images(7)
+    direct = keras.ops.convert_to_numpy(model(images))
+    for batch_size in (None, 1, 3, 7, 100):
+        np.testing.assert_allclose(model.predict(images, batch_size=batch_size, verbose=0), direct, atol=1e-5)
+    np.testing.assert_allclose(model.predict(keras.ops.convert_to_tensor(images), verbose=0), direct, atol=1e-5)

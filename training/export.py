@@ -1,7 +1,9 @@
 """Export a trained Mixer for serving: `python -m training.export --model runs/default/best.keras --name fashion_mixer`.
 
 Writes `saved_models/<name>/<version>/` (TF Serving layout, next integer version) and, with
-`--formats saved_model,tflite`, `saved_models/<name>/tflite/<version>/<mode>.tflite`. Both are built
+`--formats saved_model,tflite`, `saved_models/<name>/tflite/<version>/<mode>.tflite`; with
+`saved_model_bfloat16`, `saved_models/<name>/bfloat16/<version>/`: the same model computed in bfloat16
+(float32 inputs and outputs; faster only on CPUs with bfloat16 units). All are built
 in temporary folders and published (renamed into place, 0755/0644) only after the parity report is
 written into them, so no published version lacks its report and no export overwrites another's.
 Class names come from the model (or, for older models, the run's summary.json). A run
@@ -20,7 +22,7 @@ from training import EXIT_BAD_INPUT
 from training.quiet import add_verbose_flag, quiet_logs
 from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "saved_model_bfloat16", "tflite")
 
 
 def _class_names(model_path):
@@ -102,7 +104,7 @@ def main(argv=None):
             "keras_mixer.export.export_tflite(model, path, mode='int8', representative_data=...) yourself"
         )
     base = os.path.join(args.base_dir, args.name)
-    for folder in (args.base_dir, base, os.path.join(base, "tflite")):
+    for folder in (args.base_dir, base, os.path.join(base, "tflite"), os.path.join(base, "bfloat16")):
         if os.path.exists(folder) and not os.path.isdir(folder):
             problems.append(f"{folder} is a file; exports need a folder there (choose another --name or --base-dir)")
     for flag, value, least in (
@@ -121,7 +123,7 @@ def main(argv=None):
     import keras  # noqa: PLC0415
 
     from keras_mixer import MLPMixer  # noqa: PLC0415
-    from keras_mixer.export import TFLITE_FOLDER, next_version, staged_folder  # noqa: PLC0415
+    from keras_mixer.export import BFLOAT16_FOLDER, TFLITE_FOLDER, next_version, staged_folder  # noqa: PLC0415
 
     try:
         model = keras.saving.load_model(args.model)
@@ -135,17 +137,19 @@ def main(argv=None):
         # Everything of this version is built in temporary folders and published together at the end,
         # after its report is written: a kill leaves no published version without its report.
         with contextlib.ExitStack() as publish:
-            tflite_dir = saved_model_dir = None
-            if "tflite" in formats:
-                tflite_dir = publish.enter_context(staged_folder(os.path.join(base, TFLITE_FOLDER, str(version))))
-            if "saved_model" in formats:
-                saved_model_dir = publish.enter_context(staged_folder(os.path.join(base, str(version))))
-            _write_exports(model, args, modes, calibration, saved_model_dir, tflite_dir, run_dir)
+            folders = {}
+            for export_format, parent in (("tflite", os.path.join(base, TFLITE_FOLDER)), ("saved_model", base),
+                                          ("saved_model_bfloat16", os.path.join(base, BFLOAT16_FOLDER))):  # fmt: skip
+                if export_format in formats:
+                    folders[export_format] = publish.enter_context(staged_folder(os.path.join(parent, str(version))))
+            _write_exports(model, args, modes, calibration, folders, run_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if "saved_model" in formats:
         print(f"SavedModel: {os.path.join(base, str(version))}")
+    if "saved_model_bfloat16" in formats:
+        print(f"SavedModel (bfloat16): {os.path.join(base, BFLOAT16_FOLDER, str(version))}")
     if "tflite" in formats:
         folder = os.path.join(base, TFLITE_FOLDER, str(version))
         for mode in modes:
@@ -154,29 +158,31 @@ def main(argv=None):
     return 0
 
 
-def _write_exports(model, args, modes, calibration, saved_model_dir, tflite_dir, run_dir):
-    """The SavedModel, the TFLite files and the parity report, into the (staged) version folders."""
-    from keras_mixer.export import (  # noqa: PLC0415
-        export_tflite,
-        model_class_names,  # noqa: PLC0415
-        write_saved_model,
-    )
+def _write_exports(model, args, modes, calibration, folders, run_dir):
+    """The SavedModels, the TFLite files and the parity report, into the (staged) version folders.
+
+    `folders` maps each format asked for ("saved_model", "saved_model_bfloat16", "tflite") to its folder.
+    """
+    from keras_mixer.export import export_tflite, model_class_names, write_saved_model  # noqa: PLC0415
     from training.export_report import parity_report, report_markdown, write_report  # noqa: PLC0415
 
     tflite_files = {}
-    for mode in modes if tflite_dir else ():
-        tflite_files[mode] = export_tflite(model, os.path.join(tflite_dir, f"{mode}.tflite"), mode, calibration)
-    if saved_model_dir:
-        class_names = model.class_names or _class_names(args.model) or model_class_names(model)
-        write_saved_model(model, saved_model_dir, class_names, min(args.top_k, model.num_classes))
+    for mode in modes if "tflite" in folders else ():
+        tflite_files[mode] = export_tflite(model, os.path.join(folders["tflite"], f"{mode}.tflite"), mode, calibration)
+    class_names = model.class_names or _class_names(args.model) or model_class_names(model)
+    saved_models = {}
+    for export_format, precision in (("saved_model", "float32"), ("saved_model_bfloat16", "bfloat16")):
+        if export_format in folders:
+            top_k = min(args.top_k, model.num_classes)
+            write_saved_model(model, folders[export_format], class_names, top_k, precision)
+            saved_models[export_format] = folders[export_format]
     if args.report == "off" or run_dir is None:
         return
     images, labels, split = _test_examples(run_dir, args.report_examples, model.num_channels)
-    report = parity_report(model, images, labels, saved_model_dir, tflite_files, split=split)
-    for folder in (os.path.join(saved_model_dir, "assets") if saved_model_dir else None, tflite_dir):
-        if folder:
-            write_report(report, folder)
-    print(report_markdown(report) + "Report: export_report.md and .json in the version's assets/ and tflite/ folders")
+    report = parity_report(model, images, labels, saved_models, tflite_files, split=split)
+    for export_format, folder in folders.items():
+        write_report(report, folder if export_format == "tflite" else os.path.join(folder, "assets"))
+    print(report_markdown(report) + "Report: export_report.md and .json in each version's assets/ and tflite/ folders")
     if not report["all_targets_met"]:
         print("warning: some exports miss their parity target (see the report)", file=sys.stderr)
 

@@ -16,6 +16,7 @@ from training.files import write_json_atomically, write_text_atomically
 # Targets per export: max abs probability difference, or (top-1 agreement, accuracy drop).
 TARGETS = {
     "saved_model": {"max_abs_difference": 1e-5},
+    "saved_model_bfloat16": {"top1_agreement": 0.995, "accuracy_drop": 0.005},
     "float32": {"max_abs_difference": 1e-4},
     "float16": {"max_abs_difference": 1e-2},
     "dynamic_int8": {"top1_agreement": 0.98, "accuracy_drop": 0.01},
@@ -58,11 +59,11 @@ def _predict_saved_model(path, images, batch_size=500):
     return np.concatenate([serve(images=tf.constant(batch))["probabilities"].numpy() for batch in batches])
 
 
-def parity_report(model, images, labels, saved_model=None, tflite_files=None, split="test"):
+def parity_report(model, images, labels, saved_models=None, tflite_files=None, split="test"):
     """Compare exports with `model` on `images` (float pixels) and integer `labels`; returns the report dict.
 
     Args:
-        saved_model: a SavedModel version folder written by `export_saved_model`, or None.
+        saved_models: {"saved_model" or "saved_model_bfloat16": version folder written by `export_saved_model`}.
         tflite_files: {mode: path} of files written by `export_tflite`.
     """
     import keras  # noqa: PLC0415
@@ -75,11 +76,11 @@ def parity_report(model, images, labels, saved_model=None, tflite_files=None, sp
         reference = np.asarray(keras.ops.softmax(reference, axis=-1), np.float64)
     keras_seconds = time.perf_counter() - started
     rows = [_row("keras", reference, reference, labels, 0, keras_seconds)]
-    if saved_model:
+    for name, folder in (saved_models or {}).items():
         started = time.perf_counter()
-        probabilities = _predict_saved_model(saved_model, images)
+        probabilities = _predict_saved_model(folder, images)
         seconds = time.perf_counter() - started
-        rows.append(_row("saved_model", probabilities, reference, labels, _folder_bytes(saved_model), seconds))
+        rows.append(_row(name, probabilities, reference, labels, _folder_bytes(folder), seconds))
     for mode, path in (tflite_files or {}).items():
         classifier = TFLiteClassifier(path)
         started = time.perf_counter()
