@@ -1,16 +1,20 @@
-"""Mixer speed on this machine, side by side with the machine's own matmul limit (and timm when installed).
+"""Mixer speed on this machine, side by side with the machine's own matmul limit and timm in the same run.
 
-    python -m benchmarks.run                                   # the default suite
+    python -m benchmarks.run                                   # the default suite, without timm
+    python -m benchmarks.run --presets fashion,mixer_s16 --peer    # + timm's rows (its own venv)
     python -m benchmarks.run --presets mixer_b16 --batch-sizes 1,32 --json out.json --plot out.png
 
 For each model (paper presets at 224 px, and `fashion` = the default Fashion-MNIST Mixer) it
 measures the GEMM limit (float32 and bfloat16 matmuls of the model's own shapes), inference
-(Keras graph, Keras + XLA, the exported SavedModel, TFLite float32 / float16 / dynamic int8 /
-int8 at batch 1, the mixed_bfloat16 policy) and training steps (synthetic batches, float32 and
-bfloat16; the real tfds pipeline for `fashion`), and timm's Mixers on PyTorch when importable.
-Every figure is min/median/max over `--repeats`; batch-1 rows add latency percentiles. Each
-throughput row shows its fraction of the float32 (or bfloat16) GEMM limit. Prints a table,
-writes JSON (with the machine) and a PNG bar chart.
+(Keras graph, `model.predict` on NumPy, Keras + XLA, the exported SavedModel in float32 and
+bfloat16, TFLite float32 / float16 / dynamic int8 / int8 at batch 1, the mixed_bfloat16 policy),
+training steps (synthetic batches, float32 and bfloat16; the real tfds pipeline for `fashion`), a
+per-op time breakdown (`benchmarks/op_breakdown.py`) and, with `--peer`, timm's rows (float32 and
+bf16-autocast inference, eager and `torch.compile`, and a training step) each measured right after
+the Keras row it compares with. Every figure is min/median/max over `--repeats`; batch-1 rows add
+latency percentiles. Each throughput row shows its fraction of the float32 (or bfloat16) GEMM
+limit. Prints a table, writes JSON (with the CPU model and its bf16/int8 flags, and which targets
+apply to that CPU) and a PNG bar chart.
 """
 
 import argparse
@@ -25,10 +29,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks.flops import flops_per_image, gemm_shapes  # noqa: E402
+from benchmarks.op_breakdown import print_breakdown  # noqa: E402
+from benchmarks.peer import (  # noqa: E402
+    DEFAULT_PEER_VENV,
+    PEER_REQUIREMENTS,
+    PeerError,
+    PeerProcess,
+    ensure_peer_venv,
+    venv_python,
+)
 from training import EXIT_BAD_INPUT  # noqa: E402
 
 FASHION = "fashion"  # the default recipe's model (training/config.py)
-ALL_ROWS = ("keras", "xla", "saved_model", "tflite", "bfloat16", "train", "peer")
+ALL_ROWS = ("keras", "predict", "xla", "saved_model", "tflite", "bfloat16", "train", "peer", "breakdown")
+# What each row group measures (the README's table names them the same way).
+PEER_INFERENCE = {"float32": ("timm_eager", "timm_compile"),
+                  "bfloat16": ("timm_bfloat16_eager", "timm_bfloat16_compile")}  # fmt: skip
 
 
 def _stats(values):
@@ -38,7 +54,7 @@ def _stats(values):
 
 def model_config(name):
     """MLPMixer arguments of a benchmark model: a preset at 224 px (3 channels, 1000 classes) or `fashion`."""
-    from keras_mixer.presets import preset_config  # noqa: PLC0415
+    from keras_mixer.presets import PRESETS, preset_config  # noqa: PLC0415
 
     if name == FASHION:
         from training.config import recipe_config  # noqa: PLC0415
@@ -47,7 +63,21 @@ def model_config(name):
         return dict(num_blocks=model.num_blocks, hidden_dim=model.hidden_dim, tokens_mlp_dim=model.tokens_mlp_dim,
                     channels_mlp_dim=model.channels_mlp_dim, patch_size=model.patch_size, image_size=model.image_size,
                     num_channels=1, num_classes=10)  # fmt: skip
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r} (expected {FASHION} or one of {sorted(PRESETS)})")
     return {**preset_config(name), "image_size": 224, "num_channels": 3, "num_classes": 1000}
+
+
+def build_model(name, precision="float32"):
+    """(a randomly initialised MLPMixer of benchmark model `name` in `precision`, its config)."""
+    import keras  # noqa: PLC0415
+
+    from keras_mixer import MLPMixer  # noqa: PLC0415
+    from keras_mixer.export import with_precision  # noqa: PLC0415
+
+    config = model_config(name)
+    keras.utils.set_random_seed(0)
+    return with_precision(MLPMixer(**config), precision), config
 
 
 def _time_calls(function, repeats, calls=1):
@@ -87,7 +117,8 @@ def gemm_limit(config, batch_size, dtype, repeats):
     return _stats([total_flops / s for s in total_seconds])
 
 
-def _images(config, batch_size, seed=0):
+def synthetic_images(config, batch_size, seed=0):
+    """Uniform random pixels in [0, 255] of the model's input shape."""
     size = config["image_size"]
     shape = (batch_size, size, size, config["num_channels"])
     return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
@@ -108,7 +139,7 @@ def _row(kind, images_per_second_runs, config, batch_size, limit=None, latencies
 def keras_inference(model, config, batch_size, repeats, jit_compile=False):
     import tensorflow as tf  # noqa: PLC0415
 
-    images = tf.constant(_images(config, batch_size))
+    images = tf.constant(synthetic_images(config, batch_size))
     forward = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
     calls = 20 if batch_size == 1 else 1
     seconds = _time_calls(lambda: forward(images).numpy(), repeats, calls)
@@ -116,16 +147,25 @@ def keras_inference(model, config, batch_size, repeats, jit_compile=False):
     return [batch_size / s for s in seconds], latencies
 
 
-def saved_model_inference(model, config, batch_size, repeats, folder):
+def predict_inference(model, config, batch_size, repeats):
+    """`model.predict` on a NumPy batch: the call users make."""
+    images = synthetic_images(config, batch_size)
+    calls = 20 if batch_size == 1 else 1
+    seconds = _time_calls(lambda: model.predict(images, batch_size=batch_size, verbose=0), repeats, calls)
+    return [batch_size / s for s in seconds]
+
+
+def saved_model_inference(model, config, batch_size, repeats, folder, precision="float32"):
+    """The exported SavedModel's `serving_default` signature, as TF Serving runs it."""
     import tensorflow as tf  # noqa: PLC0415
 
     from keras_mixer.export import export_saved_model  # noqa: PLC0415
 
-    path = os.path.join(folder, "saved_model", "1")
+    path = os.path.join(folder, f"saved_model_{precision}", "1")
     if not os.path.exists(path):
-        path = export_saved_model(model, os.path.dirname(path), version=1)
+        path = export_saved_model(model, os.path.dirname(path), version=1, precision=precision)
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    images = tf.constant(_images(config, batch_size))
+    images = tf.constant(synthetic_images(config, batch_size))
     calls = 20 if batch_size == 1 else 1
     seconds = _time_calls(lambda: serve(images=images)["probabilities"].numpy(), repeats, calls)  # noqa: PLW0108  (must call each time)
     return [batch_size / s for s in seconds]
@@ -136,10 +176,10 @@ def tflite_inference(model, config, mode, repeats, folder):
     from keras_mixer.lite import TFLiteClassifier  # noqa: PLC0415
 
     path = os.path.join(folder, f"{mode}.tflite")
-    calibration = [_images(config, 4, seed=s) for s in range(4)] if mode == "int8" else None
+    calibration = [synthetic_images(config, 4, seed=s) for s in range(4)] if mode == "int8" else None
     export_tflite(model, path, mode, calibration)
     classifier = TFLiteClassifier(path, num_threads=os.cpu_count())
-    image = _images(config, 1)
+    image = synthetic_images(config, 1)
     latencies = _time_calls(lambda: classifier.predict(image), max(repeats, 20))
     return [1.0 / s for s in latencies], latencies, os.path.getsize(path)
 
@@ -150,35 +190,31 @@ def training_step_rate(config, batch_size, repeats, precision="float32", dataset
     import tensorflow as tf  # noqa: PLC0415
 
     from keras_mixer import MLPMixer  # noqa: PLC0415
+    from keras_mixer.export import with_precision  # noqa: PLC0415
 
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32" if precision == "float32" else f"mixed_{precision}")
-    try:
-        model = MLPMixer(**config)
-        optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.05, global_clipnorm=1.0)
-        optimizer.build(model.trainable_variables)
-        loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
-        if dataset is None:
-            images = _images(config, batch_size)
-            labels = np.eye(config["num_classes"], dtype="float32")[np.arange(batch_size) % config["num_classes"]]
-            dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-        iterator = iter(dataset)
+    model = with_precision(MLPMixer(**config), precision)
+    optimizer = keras.optimizers.AdamW(1e-3, weight_decay=0.05, global_clipnorm=1.0)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    if dataset is None:
+        images = synthetic_images(config, batch_size)
+        labels = np.eye(config["num_classes"], dtype="float32")[np.arange(batch_size) % config["num_classes"]]
+        dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    iterator = iter(dataset)
 
-        @tf.function
-        def train(n):
-            for _ in tf.range(n):
-                images, labels = next(iterator)
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(labels, model(images, training=True))
-                gradients = tape.gradient(loss, model.trainable_variables)
-                optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return loss
+    @tf.function
+    def train(n):
+        for _ in tf.range(n):
+            images, labels = next(iterator)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(labels, model(images, training=True))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
 
-        count = tf.constant(steps)
-        seconds = _time_calls(lambda: train(count).numpy(), repeats)
-        return [steps * batch_size / s for s in seconds]
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    count = tf.constant(steps)
+    seconds = _time_calls(lambda: train(count).numpy(), repeats)
+    return [steps * batch_size / s for s in seconds]
 
 
 def fashion_pipeline(batch_size, data_dir=None):
@@ -199,21 +235,14 @@ def bfloat16_agreement(model_path, data_dir=None):
     """Top-1 agreement of the trained default model under mixed_bfloat16 vs float32, real test split."""
     import keras  # noqa: PLC0415
 
-    import keras_mixer  # noqa: F401, PLC0415
+    from keras_mixer.export import with_precision  # noqa: PLC0415
     from training.runs import run_split  # noqa: PLC0415
 
     data, spec = run_split(os.path.dirname(model_path), "test", batch_size=500, data_dir=data_dir)
     images = np.concatenate([x.numpy() for x, _ in data])
     trained = keras.saving.load_model(model_path)
     float32 = trained.predict(images, batch_size=500, verbose=0).argmax(-1)
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        model = keras_mixer.MLPMixer.from_config(trained.get_config())
-        model.set_weights(trained.get_weights())
-        bfloat16 = model.predict(images, batch_size=500, verbose=0).argmax(-1)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    bfloat16 = with_precision(trained, "bfloat16").predict(images, batch_size=500, verbose=0).argmax(-1)
     return {
         "examples": len(images),
         "split": spec.splits["test"],
@@ -221,44 +250,34 @@ def bfloat16_agreement(model_path, data_dir=None):
     }
 
 
-def timm_rows(name, batch_size, repeats):
-    """timm's Mixer on PyTorch CPU (eager and torch.compile), or a note saying it is not installed."""
-    try:
-        import timm  # noqa: PLC0415
-        import torch  # noqa: PLC0415
-    except ImportError:
-        return [{"row": "timm", "batch_size": batch_size, "note": "timm/torch not installed: pip install torch timm"}]
-    timm_name = {"mixer_s16": "mixer_s16_224", "mixer_b16": "mixer_b16_224", "mixer_l16": "mixer_l16_224"}.get(name)
-    if timm_name is None:
-        return [{"row": "timm", "batch_size": batch_size, "note": f"timm has no {name}"}]
-    torch.set_num_threads(os.cpu_count())
-    model = timm.create_model(timm_name, pretrained=False).eval()
-    images = torch.rand(batch_size, 3, 224, 224) * 255
+def _peer_rows(peer, kinds, name, batch_size, repeats, config, limit, steps=2, flops_factor=1):
+    """timm rows from the peer process (or a note per row when there is no peer or no timm model)."""
     rows = []
-    for kind, module in (("timm_eager", model), ("timm_compile", torch.compile(model))):
-        with torch.no_grad():
-            seconds = _time_calls(lambda module=module: module(images), repeats)
-        rows.append(
-            {
-                "row": kind,
-                "batch_size": batch_size,
-                "images_per_second": _stats([batch_size / s for s in seconds]),
-                "note": "",
-            }
-        )
+    for kind in kinds:
+        if peer is None:
+            rows.append({"row": kind, "batch_size": batch_size, "note": "not run: add --peer (timm in its own venv)"})
+            continue
+        answer = peer.row(kind, name, batch_size, repeats, steps=steps)
+        if "rates" not in answer:
+            rows.append(answer)
+            continue
+        row = _row(kind, answer["rates"], config, batch_size, note=f"torch {peer.versions['torch']}")
+        row["fraction_of_limit"] = row["images_per_second"]["median"] * flops_factor * flops_per_image(config) / limit
+        rows.append(row)
     return rows
 
 
-def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch):
-    """Every row for one model; returns a dict (limits, rows, targets' inputs)."""
-    import keras  # noqa: PLC0415
+def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, peer=None):
+    """Every row for one model; returns a dict (limits, rows, breakdown). timm's rows (from `peer`) are
+    measured right after the Keras row they compare with, so both see the machine in the same state."""
+    from benchmarks.op_breakdown import op_breakdown  # noqa: PLC0415
+    from keras_mixer.export import with_precision  # noqa: PLC0415
 
-    from keras_mixer import MLPMixer  # noqa: PLC0415
-
-    config = model_config(name)
-    keras.utils.set_random_seed(0)
-    model = MLPMixer(**config)
+    model, config = build_model(name)
+    bf16_model = with_precision(model, "bfloat16") if "bfloat16" in rows_wanted else None
     result = {"model": name, "config": config, "flops_per_image": flops_per_image(config), "limits": {}, "rows": []}
+    rows = result["rows"]
+    with_peer = "peer" in rows_wanted and name != FASHION
     folder = tempfile.mkdtemp(prefix=f"bench_{name}_")
     for batch_size in batch_sizes:
         limit32 = gemm_limit(config, batch_size, "float32", repeats)
@@ -268,52 +287,59 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch):
         _progress(f"{name} b{batch_size}: GEMM limit {limit32['median'] / 1e9:.0f} GFLOP/s f32")
         if "keras" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats)
-            result["rows"].append(_row("keras", rates, config, batch_size, limit32, latencies))
+            rows.append(_row("keras", rates, config, batch_size, limit32, latencies))
+        if with_peer:
+            rows += _peer_rows(peer, PEER_INFERENCE["float32"], name, batch_size, repeats, config, limit32["median"])
+        if "predict" in rows_wanted:
+            rates = predict_inference(model, config, batch_size, repeats)
+            rows.append(_row("keras_predict_numpy", rates, config, batch_size, limit32))
         if "xla" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats, jit_compile=True)
-            result["rows"].append(_row("keras_xla", rates, config, batch_size, limit32, latencies))
+            rows.append(_row("keras_xla", rates, config, batch_size, limit32, latencies))
         if "saved_model" in rows_wanted:
             rates = saved_model_inference(model, config, batch_size, repeats, folder)
-            result["rows"].append(_row("saved_model", rates, config, batch_size, limit32))
-        if "bfloat16" in rows_wanted:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-            try:
-                bf16_model = MLPMixer(**config)
-                bf16_model.set_weights(model.get_weights())
-            finally:
-                keras.mixed_precision.set_global_policy("float32")
+            rows.append(_row("saved_model", rates, config, batch_size, limit32))
+        if bf16_model is not None:
             rates, latencies = keras_inference(bf16_model, config, batch_size, repeats)
-            result["rows"].append(_row("keras_bfloat16", rates, config, batch_size, limit16, latencies))
-        if "peer" in rows_wanted:
-            for row in timm_rows(name, batch_size, repeats):
-                if "images_per_second" in row:
-                    row["fraction_of_limit"] = (
-                        row["images_per_second"]["median"] * result["flops_per_image"] / limit32["median"]
-                    )
-                result["rows"].append(row)
+            rows.append(_row("keras_bfloat16", rates, config, batch_size, limit16, latencies))
+            if with_peer:
+                kinds = PEER_INFERENCE["bfloat16"]
+                rows += _peer_rows(peer, kinds, name, batch_size, repeats, config, limit16["median"])
+            if "saved_model" in rows_wanted:
+                rates = saved_model_inference(model, config, batch_size, repeats, folder, precision="bfloat16")
+                rows.append(_row("saved_model_bfloat16", rates, config, batch_size, limit16))
         _progress(f"{name} b{batch_size}: inference rows done")
+    if "breakdown" in rows_wanted:
+        batch = max(batch_sizes)
+        images = synthetic_images(config, batch)
+        result["breakdown"] = {"batch_size": batch, "float32": op_breakdown(model, images)}
+        if bf16_model is not None:
+            result["breakdown"]["bfloat16"] = op_breakdown(bf16_model, images)
+        _progress(f"{name}: op breakdown done")
     if "tflite" in rows_wanted:
         limit = result["limits"].get("float32_b1") or gemm_limit(config, 1, "float32", repeats)
         for mode in ("float32", "float16", "dynamic_int8", "int8"):
             rates, latencies, size = tflite_inference(model, config, mode, repeats, folder)
-            row = _row(f"tflite_{mode}", rates, config, 1, limit, latencies, note=f"{size / 2**20:.1f} MiB")
-            result["rows"].append(row)
+            rows.append(_row(f"tflite_{mode}", rates, config, 1, limit, latencies, note=f"{size / 2**20:.1f} MiB"))
         _progress(f"{name}: TFLite rows done")
     if "train" in rows_wanted:
         batch = train_batch if name != FASHION else 128
-        limit32 = gemm_limit(config, batch, "float32", repeats)
-        limit16 = gemm_limit(config, batch, "bfloat16", repeats)
+        steps = 16 if name == FASHION else 2
         train_flops = 3 * result["flops_per_image"]  # forward + backward (2x)
-        for precision, limit in (("float32", limit32), ("bfloat16", limit16)):
-            rates = training_step_rate(config, batch, repeats, precision, steps=16 if name == FASHION else 2)
+        for precision in ("float32", "bfloat16"):
+            limit = gemm_limit(config, batch, precision, repeats)["median"]
+            rates = training_step_rate(config, batch, repeats, precision, steps=steps)
             row = _row(f"train_{precision}", rates, config, batch)
-            row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit["median"]
-            result["rows"].append(row)
-        if name == FASHION:
-            rates = training_step_rate(config, batch, repeats, dataset=fashion_pipeline(batch, data_dir), steps=16)
-            row = _row("train_float32_tfds_pipeline", rates, config, batch)
-            row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit32["median"]
-            result["rows"].append(row)
+            row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
+            rows.append(row)
+            if with_peer:
+                rows += _peer_rows(peer, (f"timm_train_{precision}",), name, batch, repeats, config, limit, steps, 3)
+            if name == FASHION and precision == "float32":
+                pipeline = fashion_pipeline(batch, data_dir)
+                rates = training_step_rate(config, batch, repeats, dataset=pipeline, steps=steps)
+                row = _row("train_float32_tfds_pipeline", rates, config, batch)
+                row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
+                rows.append(row)
         _progress(f"{name}: training rows done")
     return result
 
@@ -329,43 +355,120 @@ def _median(rows, kind, batch_size):
     return None
 
 
-def check_targets(results, agreement):
-    """The issue's targets, each with the measured figure and whether it is met (None: not measured)."""
+def _ratio(numerator, denominator):
+    return numerator / denominator if numerator and denominator else None
+
+
+def target_classes(cpu_flags):
+    """Which CPU-dependent goals apply on a CPU with these flags, and why (the issue's CPU classes)."""
+    bf16 = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in cpu_flags]
+    int8 = [flag for flag in ("amx_int8", "avx512_vnni", "avx_vnni") if flag in cpu_flags]
+    return {
+        "any": (True, "every CPU"),
+        "bfloat16": (bool(bf16), f"has {', '.join(bf16)}" if bf16 else "no AMX-BF16 or AVX512-BF16"),
+        "int8": (bool(int8), f"has {', '.join(int8)}" if int8 else "no VNNI or AMX-INT8"),
+    }
+
+
+def check_targets(results, agreement, cpu_flags=()):
+    """The issues' targets, each with the measured figure, whether it applies on this CPU and is met.
+
+    `met` is None when the figure was not measured or the goal does not apply to this CPU class.
+    """
+    classes = target_classes(cpu_flags)
     targets = []
 
-    def add(what, value, goal, higher=True):
-        met = None if value is None else (value >= goal if higher else value <= goal)
-        targets.append({"target": what, "measured": value, "goal": goal, "met": met})
+    def add(what, value, goal, cpu_class="any"):
+        applies, because = classes[cpu_class]
+        met = None if value is None or goal is None or not applies else value >= goal
+        targets.append(
+            {
+                "target": what,
+                "measured": value,
+                "goal": goal,
+                "met": met,
+                "applies": applies,
+                "cpu_class": cpu_class,
+                "applies_because": because,
+            }
+        )
 
     for result in results:
         name, rows = result["model"], result["rows"]
-        if name in ("mixer_s16", "mixer_b16"):
+
+        def median(kind, batch_size=32, rows=rows):
+            return _median(rows, kind, batch_size)
+
+        def training(kind, rows=rows):
+            return next(
+                (r["images_per_second"]["median"] for r in rows if r["row"] == kind and "images_per_second" in r), None
+            )
+
+        if name != FASHION:
             keras32 = next((r for r in rows if r["row"] == "keras" and r["batch_size"] == 32), None)
-            add(f"{name} float32 inference b32 / GEMM limit", keras32 and keras32["fraction_of_limit"], 0.9)
-            k = _median(rows, "keras", 32)
+            add(f"{name} float32 inference b32 (graph) / GEMM limit", keras32 and keras32["fraction_of_limit"], 0.9)
             for peer, goal in (("timm_eager", 1.3), ("timm_compile", 1.1)):
-                p = _median(rows, peer, 32)
-                add(f"{name} inference b32 vs {peer}", k / p if k and p else None, goal)
-            bf = _median(rows, "keras_bfloat16", 32)
-            add(f"{name} bfloat16 / float32 inference b32", bf / k if bf and k else None, 1.8)
-        tfl = _median(rows, "tflite_float32", 1)
+                add(f"{name} float32 inference b32 / {peer}", _ratio(median("keras"), median(peer)), goal)
+            fastest = max(filter(None, (median("keras"), median("keras_xla"))), default=None)
+            add(
+                f"{name} model.predict(NumPy) b32 / fastest Keras path",
+                _ratio(median("keras_predict_numpy"), fastest),
+                0.9,
+            )
+            add(f"{name} SavedModel b32 / fastest Keras path", _ratio(median("saved_model"), fastest), 0.95)
+            bf16 = next((r for r in rows if r["row"] == "keras_bfloat16" and r["batch_size"] == 32), None)
+            add(
+                f"{name} bfloat16 inference b32 / bf16 GEMM limit", bf16 and bf16["fraction_of_limit"], 0.75, "bfloat16"
+            )
+            add(
+                f"{name} bfloat16 inference b32 / timm bf16 compile",
+                _ratio(median("keras_bfloat16"), median("timm_bfloat16_compile")),
+                1.1,
+                "bfloat16",
+            )
+            add(
+                f"{name} bfloat16 SavedModel b32 / float32 SavedModel",
+                _ratio(median("saved_model_bfloat16"), median("saved_model")),
+                None,
+                "bfloat16",
+            )
+            add(
+                f"{name} float32 training / timm float32 step",
+                _ratio(training("train_float32"), training("timm_train_float32")),
+                1.1,
+            )
+            add(
+                f"{name} bfloat16 training / timm bf16 step",
+                _ratio(training("train_bfloat16"), training("timm_train_bfloat16")),
+                1.1,
+                "bfloat16",
+            )
+        add(
+            f"{name} bfloat16 / float32 training",
+            _ratio(training("train_bfloat16"), training("train_float32")),
+            2.0,
+            "bfloat16",
+        )
+        tflite32 = median("tflite_float32", 1)
         for mode in ("dynamic_int8", "int8"):
-            q = _median(rows, f"tflite_{mode}", 1)
-            add(f"{name} TFLite {mode} / float32 b1", q / tfl if q and tfl else None, 2.0)
-        train32 = next((r for r in rows if r["row"] == "train_float32"), None)
+            add(
+                f"{name} TFLite {mode} / float32 b1 (stated as measured)",
+                _ratio(median(f"tflite_{mode}", 1), tflite32),
+                None,
+                "int8",
+            )
         if name == "mixer_s16":
-            add("mixer_s16 training float32 / limit (3x forward FLOPs)", train32 and train32["fraction_of_limit"], 0.85)
-        train16 = next((r for r in rows if r["row"] == "train_bfloat16"), None)
-        if train32 and train16:
-            ratio = train16["images_per_second"]["median"] / train32["images_per_second"]["median"]
-            add(f"{name} bfloat16 / float32 training", ratio, 1.5)
-        pipeline = next((r for r in rows if r["row"] == "train_float32_tfds_pipeline"), None)
-        if pipeline and train32:
-            ratio = pipeline["images_per_second"]["median"] / train32["images_per_second"]["median"]
-            add(f"{name} training: real tfds pipeline / synthetic", ratio, 0.9)
+            train32 = next((r for r in rows if r["row"] == "train_float32"), None)
+            add("mixer_s16 float32 training / limit (3x forward FLOPs)", train32 and train32["fraction_of_limit"], 0.85)
+        pipeline = training("train_float32_tfds_pipeline")
+        add(
+            f"{name} training: real tfds pipeline / synthetic",
+            _ratio(pipeline, training("train_float32")) if pipeline else None,
+            0.9,
+        )
     if agreement:
-        add("bfloat16 vs float32 top-1 agreement, Fashion-MNIST test", agreement["top1_agreement"], 0.99)
-    return targets
+        add("bfloat16 vs float32 top-1 agreement, Fashion-MNIST test", agreement["top1_agreement"], 0.995, "bfloat16")
+    return [t for t in targets if t["measured"] is not None or t["goal"] is not None]
 
 
 COLUMNS = "{:10s} {:28s} {:>5} {:>15} {:>17} {:>9} {:>13}"
@@ -387,11 +490,24 @@ def print_table(report):
                     result["model"], row["row"], row["batch_size"], f"{ips['median']:.1f}", spread, fraction, latency
                 )
             )
-    print("\ntargets:")
+    for result in report["results"]:
+        for precision, rows in result.get("breakdown", {}).items():
+            if precision != "batch_size":
+                print_breakdown(
+                    rows[:8],
+                    f"{result['model']}: time per op type, batch {result['breakdown']['batch_size']}, "
+                    f"{precision} (benchmarks/op_breakdown.py)",
+                )
+    machine = report["machine"]
+    print(f"\ntargets on {machine['cpu']} ({', '.join(machine.get('cpu_flags', [])) or 'no bf16/int8 flags'}):")
     for target in report["targets"]:
         value = "not measured" if target["measured"] is None else f"{target['measured']:.3f}"
-        status = {True: "met", False: "MISSED", None: "-"}[target["met"]]
-        print(f"  {target['target']:60s} {value:>14s} (goal {target['goal']})  {status}")
+        if not target["applies"]:
+            status = f"does not apply ({target['applies_because']})"
+        else:
+            status = {True: "met", False: "MISSED", None: "-"}[target["met"]]
+        goal = "stated" if target["goal"] is None else f"goal {target['goal']}"
+        print(f"  {target['target']:64s} {value:>12s} ({goal})  {status}")
 
 
 def plot(report, path):
@@ -406,8 +522,10 @@ def plot(report, path):
         rows = [r for r in result["rows"] if "images_per_second" in r]
         labels = [f"{r['row']} b{r['batch_size']}" for r in rows]
         values = [r["images_per_second"]["median"] for r in rows]
-        errors = [[v - r["images_per_second"]["min"] for v, r in zip(values, rows)],
-                  [r["images_per_second"]["max"] - v for v, r in zip(values, rows)]]  # fmt: skip
+        errors = [
+            [v - r["images_per_second"]["min"] for v, r in zip(values, rows)],
+            [r["images_per_second"]["max"] - v for v, r in zip(values, rows)],
+        ]
         axis.barh(labels, values, xerr=errors, color="tab:blue")
         axis.set_xscale("log")
         axis.set_xlabel("images / s (median, min-max)")
@@ -434,6 +552,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="runs/default/best.keras", help="trained default model (bfloat16 agreement)")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="measure timm's rows too, in a venv of their own "
+        f"(created on first use at {DEFAULT_PEER_VENV}: {' '.join(PEER_REQUIREMENTS)})",
+    )
+    parser.add_argument("--peer-venv", default=None, help="an existing venv with torch and timm (implies --peer)")
     parser.add_argument("--json", default="benchmarks/results.json")
     parser.add_argument("--plot", default="benchmarks/results.png")
     args = parser.parse_args(argv)
@@ -453,6 +578,14 @@ def main(argv=None):
     except ValueError:
         problems.append(f"--batch-sizes must be integers, got {args.batch_sizes!r}")
         batch_sizes = []
+    for flag, values in (
+        ("--batch-sizes", batch_sizes),
+        ("--train-batch", [args.train_batch]),
+        ("--repeats", [args.repeats]),
+    ):
+        problems += [f"{flag} must be >= 1. Received: {value}" for value in values if value < 1]
+    if args.peer_venv and not os.path.exists(venv_python(args.peer_venv)):
+        problems.append(f"--peer-venv {args.peer_venv!r} has no bin/python; expected a venv with torch and timm")
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -461,7 +594,22 @@ def main(argv=None):
     from training.machine import machine_description  # noqa: PLC0415
 
     started = time.time()
-    results = [run_model(n, batch_sizes, args.repeats, rows_wanted, args.data_dir, args.train_batch) for n in names]
+    peer = None
+    if "peer" in rows_wanted and (args.peer or args.peer_venv):
+        try:
+            python = ensure_peer_venv(args.peer_venv or DEFAULT_PEER_VENV, create=not args.peer_venv, log=_progress)
+            peer = PeerProcess(python)
+        except PeerError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        _progress(f"peer: torch {peer.versions['torch']}, timm {peer.versions['timm']} ({python})")
+    try:
+        results = [
+            run_model(n, batch_sizes, args.repeats, rows_wanted, args.data_dir, args.train_batch, peer) for n in names
+        ]
+    finally:
+        if peer is not None:
+            peer.close()
     agreement = None
     if FASHION in names and "bfloat16" in rows_wanted and os.path.exists(args.model):
         agreement = bfloat16_agreement(args.model, args.data_dir)
@@ -471,9 +619,10 @@ def main(argv=None):
         "repeats": args.repeats,
         "results": results,
         "bfloat16_agreement": agreement,
+        "peer": peer.versions if peer else None,
         "wall_seconds": None,
     }
-    report["targets"] = check_targets(results, agreement)
+    report["targets"] = check_targets(results, agreement, report["machine"]["cpu_flags"])
     report["wall_seconds"] = time.time() - started
     print_table(report)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

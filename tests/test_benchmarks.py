@@ -5,10 +5,17 @@ the suite runs, measures, and reports each row with its statistics.
 """
 
 import json
+import os
 import subprocess
 import sys
+import time
 
+import pytest
+
+from benchmarks import gpu_check
 from benchmarks.flops import flops_per_image
+from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
+from benchmarks.run import target_classes
 from keras_mixer.presets import preset_config
 from tests.training_helpers import ROOT
 
@@ -21,7 +28,8 @@ def test_flops_match_the_published_figure_for_s16():
 def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--presets", "fashion", "--batch-sizes", "1", "--rows",
-         "keras,tflite,peer", "--repeats", "1", "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")],
+         "keras,predict,tflite,breakdown,peer", "--repeats", "1",
+         "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -30,10 +38,14 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     (fashion,) = report["results"]
     assert fashion["limits"]["float32_b1"]["median"] > 0
     rows = {row["row"]: row for row in fashion["rows"]}
-    assert {"keras", "tflite_float32", "tflite_int8"} <= set(rows)
+    assert {"keras", "keras_predict_numpy", "tflite_float32", "tflite_int8"} <= set(rows)
+    ops = {row["op"]: row for row in fashion["breakdown"]["float32"]}
+    assert ops["_MklNativeFusedMatMul"]["count"] == 17  # 4 blocks x 4 matmuls + the head, bias (and GELU) fused
+    assert abs(sum(row["share"] for row in ops.values()) - 1) < 1e-6
     assert rows["keras"]["images_per_second"]["min"] <= rows["keras"]["images_per_second"]["median"]
     assert rows["keras"]["latency_ms"]["p50"] > 0 and 0 < rows["keras"]["fraction_of_limit"]
-    assert any(t["target"].endswith("TFLite int8 / float32 b1") for t in report["targets"])
+    int8 = next(t for t in report["targets"] if t["target"].startswith("fashion TFLite int8 / float32 b1"))
+    assert int8["applies"] == bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(report["machine"]["cpu_flags"]))
     assert (tmp_path / "b.png").stat().st_size > 10_000
     assert "img/s (median)" in result.stdout
 
@@ -45,3 +57,29 @@ def test_unknown_models_and_rows_are_refused():
     )  # fmt: skip
     assert result.returncode == 2
     assert "unknown model 'mixer_z9'" in result.stderr and "unknown row 'onnx'" in result.stderr
+
+
+def test_gpu_check_script_is_valid_bash_and_its_gpu_rows_run_where_the_gpu_path_is_forced(tmp_path):
+    assert subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], check=False).returncode == 0
+    tiny = dict(gpu_check.SMALL, num_blocks=1, image_size=16)
+    without_gpu = gpu_check.fit_rows([], time.perf_counter(), (tiny, tiny))
+    assert all(row["skipped"].startswith("no NVIDIA GPU") for row in without_gpu.values())
+    # MirroredStrategy without a GPU runs on the CPU: the GPU code path, with a fake device name (one bf16
+    # row; the others differ only in their flags, and XLA compilation would cost CI 15 s).
+    rows = gpu_check.fit_rows(["NVIDIA H100 (fake)"], time.perf_counter(), (tiny, tiny), 2, ("fit_s16_bfloat16",))
+    assert rows["fit_s16_bfloat16"]["images_per_second"] > 0 and rows["fit_s16_float32"]["skipped"] == "not selected"
+    parity = gpu_check.export_parity(tiny, 1, str(tmp_path))
+    assert parity["saved_model_max_abs_difference"] < 1e-5 and parity["tflite_float32_max_abs_difference"] < 1e-4
+
+
+def test_targets_apply_by_cpu_class():
+    assert target_classes(["avx2"])["bfloat16"] == (False, "no AMX-BF16 or AVX512-BF16")
+    assert target_classes(["amx_bf16", "avx512_bf16"])["bfloat16"] == (True, "has amx_bf16, avx512_bf16")
+    assert target_classes(["avx_vnni"])["int8"][0] and not target_classes(["avx512f"])["int8"][0]
+
+
+def test_a_peer_venv_without_torch_and_timm_is_one_clear_error(tmp_path):
+    with pytest.raises(PeerError, match="did not start: the peer worker exited"):
+        PeerProcess(sys.executable)  # this venv has neither torch nor timm, by design
+    with pytest.raises(PeerError, match="has no bin/python"):
+        ensure_peer_venv(str(tmp_path / "missing"), create=False)

@@ -1,0 +1,98 @@
+"""Where a forward pass spends its time, per TensorFlow op type, after grappler and oneDNN rewrote the graph.
+
+    python -m benchmarks.op_breakdown --preset mixer_s16 --batch-size 32 --precision bfloat16
+
+Runs the model's forward pass in a `tf.function` under the TF profiler and sums the executed ops'
+times by type (`_MklNativeFusedMatMul` is a matmul with its bias, and GELU when oneDNN fused it;
+`Cast`, `Mul`, `SquaredDifference`, `Mean` and `AddN` are mostly LayerNorm and mixed-precision
+casts). What ran is what counts: the names come from the trace, not from the Python graph.
+`benchmarks.run` stores this table for S/16 and B/16 in its JSON (row group `breakdown`).
+"""
+
+import argparse
+import collections
+import glob
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _executed_ops(trace_folder):
+    """(op type, node name, seconds) of every op the trace saw run on the CPU's compute threads."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+
+    (path,) = glob.glob(os.path.join(trace_folder, "**", "*.xplane.pb"), recursive=True)
+    space = xplane_pb2.XSpace()
+    with open(path, "rb") as file:
+        space.ParseFromString(file.read())
+    for plane in space.planes:
+        for line in plane.lines:
+            if not (line.name.startswith("tf_Compute") or "Eigen" in line.name):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                node, _, op_type = name.rpartition(":")
+                # Executor bookkeeping ("ExecutorState::Process") and thread-pool markers are not ops.
+                if node and "::" not in name:
+                    yield op_type, node, event.duration_ps * 1e-12
+
+
+def op_breakdown(model, images, calls=2):
+    """[{op, milliseconds (per call), share, count (per call)}], largest first, for `model(images)`."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    forward = tf.function(lambda x: model(x, training=False))
+    images = tf.constant(images)
+    forward(images).numpy()  # trace and warm up outside the profile
+    with tempfile.TemporaryDirectory() as folder:
+        tf.profiler.experimental.start(folder)
+        try:
+            for _ in range(calls):
+                forward(images).numpy()
+        finally:
+            tf.profiler.experimental.stop()
+        seconds, count = collections.Counter(), collections.Counter()
+        for op_type, _, duration in _executed_ops(folder):
+            seconds[op_type] += duration / calls
+            count[op_type] += 1
+    total = sum(seconds.values()) or 1.0
+    return [
+        {"op": op, "milliseconds": 1000 * value, "share": value / total, "count": count[op] // calls}
+        for op, value in seconds.most_common()
+        if value > 0
+    ]
+
+
+def print_breakdown(rows, title):
+    print(f"\n{title}\n{'op':34s} {'ms/call':>9} {'share':>7} {'count':>6}")
+    for row in rows:
+        if row["share"] >= 0.001:
+            print(f"{row['op']:34s} {row['milliseconds']:9.1f} {100 * row['share']:6.1f}% {row['count']:6d}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.op_breakdown", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    args = parser.parse_args(argv)
+    from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be >= 1. Received: {args.batch_size}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        model, config = build_model(args.preset, args.precision)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rows = op_breakdown(model, synthetic_images(config, args.batch_size))
+    print_breakdown(rows, f"{args.preset}, batch {args.batch_size}, {args.precision}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
