@@ -148,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--json", default="benchmarks/gpu_check.json")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    from training.files import write_json_atomically  # noqa: PLC0415
+    from keras_mixer.atomic import write_json_atomically  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
     gpus = gpu_description()

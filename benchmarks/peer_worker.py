@@ -4,8 +4,8 @@
 line on stdin; each answer is one JSON line on stdout, so the caller can interleave these rows with
 its own. A request: {"row": one of ROWS, "model": "mixer_s16_224", "batch_size": 32,
 "repeats": 3, "steps": 2}. An answer: {"seconds": [per repeat], "images": images per repeat} or
-{"error": "..."}. The training step is the one `benchmarks/run.py` times for Keras: AdamW (lr 1e-3,
-weight decay 0.05), cross-entropy with label smoothing 0.1, gradients clipped to norm 1.0.
+{"error": "..."}. The training step is the one `benchmarks/run.py` times for Keras (the default run's): AdamW
+(weight decay 0.05), cross-entropy with label smoothing 0.1, gradients clipped to norm 1.0.
 """
 
 import json

@@ -8,6 +8,7 @@ True
 """
 
 from keras_mixer import flip_average, layers, schedules
+from keras_mixer.applications import PRESET_CONSTRUCTORS
 from keras_mixer.checkpoints import (
     TOKEN_MIXING_RESIZES,
     change_resolution,
@@ -18,20 +19,12 @@ from keras_mixer.checkpoints import (
     save_official_weights,
 )
 from keras_mixer.model import MLPMixer
-from keras_mixer.presets import (
-    PRESETS,
-    PUBLISHED_WEIGHTS,
-    MixerB16,
-    MixerB32,
-    MixerH14,
-    MixerL16,
-    MixerL32,
-    MixerS16,
-    MixerS32,
-)
+from keras_mixer.presets import PRESETS, PUBLISHED_WEIGHTS
 from keras_mixer.weights import WeightsDownloadError, download_weights, imagenet1k_class_names
 
 __version__ = "0.1.0"
+
+globals().update(PRESET_CONSTRUCTORS)  # MixerS32 ... MixerH14, one per preset
 
 __all__ = [
     "PRESETS",
@@ -39,13 +32,6 @@ __all__ = [
     "TOKEN_MIXING_RESIZES",
     "WeightsDownloadError",
     "MLPMixer",
-    "MixerB16",
-    "MixerB32",
-    "MixerH14",
-    "MixerL16",
-    "MixerL32",
-    "MixerS16",
-    "MixerS32",
     "change_resolution",
     "download_weights",
     "flip_average",
@@ -58,3 +44,4 @@ __all__ = [
     "save_official_weights",
     "schedules",
 ]
+__all__ += list(PRESET_CONSTRUCTORS)  # MixerS32 ... MixerH14

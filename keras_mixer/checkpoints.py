@@ -21,6 +21,9 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_mixer.arguments import validate_size_pairs
+from keras_mixer.atomic import atomic_path
+
 HEAD_KEYS = ("head/kernel", "head/bias")
 # How token-mixing weights follow a new token grid: the paper's Appendix C (integer factor);
 # bilinear resampling of the weights as 2-D grids (any size; not the paper's scheme); or "reinit",
@@ -408,10 +411,8 @@ def save_official_weights(model, path=None):
     """
     params = {key: keras.ops.convert_to_numpy(variable) for key, variable in official_variables(model).items()}
     if path is not None:
-        path = os.fspath(path)
-        temporary = path + ".tmp.npz"
-        np.savez(temporary, **params)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:
+            np.savez(file, **params)  # to a file object: no ".npz" appended to the name
     return params
 
 
@@ -453,8 +454,6 @@ def resized_config(config, params, token_mixing_resize="appendix_c"):
     >>> resized_config({"image_size": 64, "patch_size": 16, "tokens_mlp_dim": 3}, params)["tokens_mlp_dim"]
     12
     """
-    from keras_mixer.model import validate_size_pairs  # noqa: PLC0415
-
     check_token_mixing_resize(token_mixing_resize)
     image_size, patch_size = validate_size_pairs(config["image_size"], config["patch_size"])
     grid = tuple(s // p for s, p in zip(image_size, patch_size))

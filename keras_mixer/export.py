@@ -23,6 +23,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_mixer.atomic import write_bytes_atomically, write_text_atomically
+
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "int8")
 SAVED_MODEL_PRECISIONS = ("float32", "bfloat16")
 CLASS_NAMES_FILE = "class_names.txt"
@@ -47,11 +49,7 @@ def model_class_names(model):
 def write_class_names(folder, class_names):
     """`class_names.txt` in `folder`, one name a line, written atomically; returns its path."""
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, CLASS_NAMES_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
-        file.write("\n".join(class_names) + "\n")
-    os.replace(path + ".tmp", path)
-    return path
+    return write_text_atomically(os.path.join(folder, CLASS_NAMES_FILE), "\n".join(class_names) + "\n")
 
 
 def read_class_names(folder):
@@ -296,9 +294,6 @@ def export_tflite(model, path, mode="float32", representative_data=None, int8_io
         flatbuffer = converter.convert()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    temporary = path + ".partial"
-    with open(temporary, "wb") as file:
-        file.write(flatbuffer)
-    os.replace(temporary, path)
+    write_bytes_atomically(path, flatbuffer)
     write_class_names(folder, model_class_names(model))  # TFLite files carry no labels; predict reads these
     return path

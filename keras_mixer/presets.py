@@ -2,11 +2,10 @@
 
 `PRESETS[name]["config"]` holds constructor arguments; `["metadata"]` holds what a user wants
 to know before building one (description, parameter count at 224 px with 1000 classes, where
-official weights come from). `MixerS32(...)` ... `MixerH14(...)` are keras.applications-style
-shortcuts for `MLPMixer.from_preset`.
+official weights come from). Everything else is derived from this table: the keras.applications-style
+constructors `MixerS32(...)` ... `MixerH14(...)` (`keras_mixer.applications`), the README's preset table
+(checked by `tests/test_presets.py`) and the benchmark's timm names. Plain data: no Keras import.
 """
-
-from keras_mixer.model import MLPMixer
 
 # The official checkpoints published with the JAX code (bucket `gs://mixer_models/`), one row per
 # (preset, set). All were trained at 224 px and take pixels mapped to [-1, 1]. No sha256 sums are
@@ -115,23 +114,10 @@ def preset_config(name):
     return dict(PRESETS[name]["config"])
 
 
-def _preset_constructor(preset, function_name):
-    def constructor(weights=None, **overrides):
-        return MLPMixer.from_preset(preset, weights=weights, **overrides)
+def constructor_name(preset):
+    """The keras.applications-style function name of a preset.
 
-    constructor.__name__ = constructor.__qualname__ = function_name
-    constructor.__doc__ = (
-        f"{PRESETS[preset]['metadata']['description']} Same as "
-        f"`MLPMixer.from_preset({preset!r}, weights=weights, **overrides)`.\n\n"
-        f"Example: `{function_name}(num_classes=10, weights=None)`.\n"
-    )
-    return constructor
-
-
-MixerS32 = _preset_constructor("mixer_s32", "MixerS32")
-MixerS16 = _preset_constructor("mixer_s16", "MixerS16")
-MixerB32 = _preset_constructor("mixer_b32", "MixerB32")
-MixerB16 = _preset_constructor("mixer_b16", "MixerB16")
-MixerL32 = _preset_constructor("mixer_l32", "MixerL32")
-MixerL16 = _preset_constructor("mixer_l16", "MixerL16")
-MixerH14 = _preset_constructor("mixer_h14", "MixerH14")
+    >>> constructor_name("mixer_b16")
+    'MixerB16'
+    """
+    return "Mixer" + preset.removeprefix("mixer_").upper()

@@ -8,6 +8,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+# A small Mixer with every official key: 32x32 RGB, patch 8 -> 4x4 = 16 tokens. SIZES are the names of
+# `tests.reference_mixer.random_official_checkpoint`; CONFIG is the same model as MLPMixer arguments.
+SIZES = dict(patch=8, channels=3, hidden=12, tokens=16, tokens_mlp=6, channels_mlp=24, blocks=2, classes=5)
+CONFIG = dict(
+    image_size=32, patch_size=SIZES["patch"], hidden_dim=SIZES["hidden"], tokens_mlp_dim=SIZES["tokens_mlp"],
+    channels_mlp_dim=SIZES["channels_mlp"], num_blocks=SIZES["blocks"], num_classes=SIZES["classes"],
+)  # fmt: skip
+
+
+def random_images(n, size=16, channels=3, seed=0, dtype="float32"):
+    """`n` images of `size` x `size` x `channels` with uniform random pixels in [0, 255] (integers for uint8)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size, channels)
+    if dtype == "uint8":
+        return rng.integers(0, 256, shape).astype("uint8")
+    return rng.uniform(0, 255, shape).astype(dtype)
+
 
 def run_model_checks(model, images, labels=None, tolerance=1e-5):
     """Run every generic check on `model`; `tolerance` loosens eager/graph agreement (mixed precision)."""

@@ -17,7 +17,7 @@ from benchmarks.flops import flops_per_image
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import target_classes
 from keras_mixer.presets import preset_config
-from tests.training_helpers import ROOT
+from tests.training_helpers import ROOT, run_module
 
 
 def test_flops_match_the_published_figure_for_s16():
@@ -26,11 +26,9 @@ def test_flops_match_the_published_figure_for_s16():
 
 
 def test_the_suite_runs_and_writes_json_and_png(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--presets", "fashion", "--batch-sizes", "1", "--rows",
-         "keras,predict,tflite,breakdown,peer", "--repeats", "1",
-         "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+    result = run_module(
+        "benchmarks.run", "--presets", "fashion", "--batch-sizes", "1", "--rows", "keras,predict,tflite,breakdown,peer",
+        "--repeats", "1", "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
@@ -51,10 +49,7 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
 
 
 def test_unknown_models_and_rows_are_refused():
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--presets", "mixer_z9", "--rows", "keras,onnx"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    result = run_module("benchmarks.run", "--presets", "mixer_z9", "--rows", "keras,onnx")
     assert result.returncode == 2
     assert "unknown model 'mixer_z9'" in result.stderr and "unknown row 'onnx'" in result.stderr
 

@@ -1,3 +1,4 @@
+import functools
 import os
 import warnings
 
@@ -14,13 +15,8 @@ from keras_mixer import (
     resize_token_mixing,
     save_official_weights,
 )
+from tests.model_checks import CONFIG, SIZES, random_images
 from tests.reference_mixer import official_logits, random_official_checkpoint
-
-# A small Mixer with every official key: 32x32 RGB, patch 8 -> 4x4 = 16 tokens.
-SIZES = dict(patch=8, channels=3, hidden=12, tokens=16, tokens_mlp=6, channels_mlp=24, blocks=2, classes=5)
-CONFIG = dict(
-    image_size=32, patch_size=8, hidden_dim=12, tokens_mlp_dim=6, channels_mlp_dim=24, num_blocks=2, num_classes=5
-)
 
 
 @pytest.fixture
@@ -31,8 +27,7 @@ def checkpoint(tmp_path):
     return params, path
 
 
-def _images(n, size=32, seed=1):
-    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+_images = functools.partial(random_images, size=32, seed=1)
 
 
 def _weights(model):

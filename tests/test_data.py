@@ -101,13 +101,25 @@ def test_large_images_get_an_inception_crop_and_a_center_crop_for_eval():
         assert next(iter(evaluation))[0].shape == (4, 64, 64, 3)
 
 
-def test_keras_cv_layers_plug_in():
+@pytest.mark.parametrize("name, mixes_labels", [("RandomHue", False), ("GridMask", False), ("RandAugment", False),
+                                                ("CutMix", True), ("MixUp", True), ("FourierMix", True)])  # fmt: skip
+def test_keras_cv_layers_plug_in(name, mixes_labels):
     keras_cv = pytest.importorskip("keras_cv", reason="the `cv` extra (pip install -e '.[cv]') is not installed")
+    arguments = {"RandomHue": dict(factor=0.5, value_range=(0, 255)), "RandAugment": dict(value_range=(0, 255)),
+                 "GridMask": dict(), "CutMix": dict(seed=1), "MixUp": dict(seed=1),
+                 "FourierMix": dict(seed=1)}  # fmt: skip
+    layer = getattr(keras_cv.layers, name)(**arguments[name])
     with tfds.testing.mock_data(num_examples=32):
         builder = open_builder("cifar10")
-        layer = keras_cv.layers.RandomHue(factor=0.5, value_range=(0, 255))
-        ds = make_pipeline(
-            load_split(builder, "train"), image_size=32, num_classes=10, batch_size=8, training=True,
-            augment=AugmentConfig(), extra_layers=[layer],
-        )  # fmt: skip
-        assert next(iter(ds))[0].shape == (8, 32, 32, 3)
+        common = dict(image_size=32, num_classes=10, batch_size=8, training=True, augment=AugmentConfig(flip=False))
+        plain = next(iter(make_pipeline(load_split(builder, "train"), **common)))
+        augmented = next(iter(make_pipeline(load_split(builder, "train"), extra_layers=[layer], **common)))
+    images, labels = (tensor.numpy() for tensor in augmented)
+    assert images.shape == (8, 32, 32, 3) and images.dtype == np.float32 and labels.shape == (8, 10)
+    assert not np.allclose(images, plain[0].numpy())  # the layer really changed the images
+    assert images.min() >= -1e-3 and images.max() <= 255 + 1e-3
+    np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-5)
+    soft = np.any((labels > 1e-6) & (labels < 1 - 1e-6))
+    assert soft == mixes_labels  # label mixers mix the one-hot labels; the others leave them alone
+    if not mixes_labels:
+        np.testing.assert_array_equal(labels, plain[1].numpy())

@@ -2,15 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_mixer import MLPMixer, load_official_weights, save_official_weights
-from tests.training_helpers import ROOT
+from tests.training_helpers import run_module
 from training.experiments.permutation import (
     patch_pixel_orders,
     permute_dataset,
@@ -27,10 +25,7 @@ from training.experiments.token_weights import (
 SIZE, PATCH = 12, 3
 
 
-def _run(module, *flags):
-    return subprocess.run(
-        [sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True, text=True, check=False, timeout=600
-    )
+_run = run_module
 
 
 def _mixer(channels=2, seed=0):

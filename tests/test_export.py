@@ -16,7 +16,8 @@ from PIL import Image
 from keras_mixer import MLPMixer
 from keras_mixer.export import export_saved_model, export_tflite, next_version
 from keras_mixer.lite import TFLiteClassifier
-from tests.training_helpers import ROOT
+from tests.model_checks import random_images
+from tests.training_helpers import run_module
 from training.export_report import parity_report, report_markdown, write_report
 
 CLASSES = ["cat", "dog", "bird", "fish"]
@@ -35,7 +36,7 @@ def model():
 
 
 def _images(n=3, size=16, seed=1):
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 1)).astype("uint8")
+    return random_images(n, size, channels=1, seed=seed, dtype="uint8")
 
 
 def _probabilities(model, images):
@@ -105,8 +106,7 @@ def test_saved_model_cli_shows_and_runs_the_signature(model, tmp_path):
 
 def _export_cli(*args):
     """`python -m training.export ARGS` from the repository root; the finished process."""
-    command = [sys.executable, "-m", "training.export", *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    return run_module("training.export", *args)
 
 
 def _run_tflite(path, images):
@@ -117,18 +117,11 @@ def _run_tflite(path, images):
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     results = []
+    assert inp["dtype"] == out["dtype"] == np.float32  # float I/O only: int8 I/O is what is under test
     for image in images.astype("float32"):
-        data = image[None]
-        if inp["dtype"] == np.int8:
-            scale, zero = inp["quantization"]
-            data = np.round(data / scale + zero).astype(np.int8)
-        interpreter.set_tensor(inp["index"], data)
+        interpreter.set_tensor(inp["index"], image[None])
         interpreter.invoke()
-        result = interpreter.get_tensor(out["index"])
-        if out["dtype"] == np.int8:
-            scale, zero = out["quantization"]
-            result = (result.astype("float32") - zero) * scale
-        results.append(result[0])
+        results.append(interpreter.get_tensor(out["index"])[0])
     return np.array(results)
 
 
@@ -170,15 +163,28 @@ def test_exporting_a_model_that_is_not_a_mixer_is_refused(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("mode, int8_io", [("float32", False), ("int8", True)])
-def test_litert_classifier_matches_tensorflows_own_interpreter(model, tmp_path, mode, int8_io):
-    # Two interpreter builds (LiteRT and tf.lite) and two quantisation paths must give one answer.
-    calibration = [_images(8, seed=s).astype("float32") for s in range(4)]
-    path = export_tflite(model, str(tmp_path / f"{mode}.tflite"), mode, calibration, int8_io=int8_io)
+def test_litert_classifier_matches_tensorflows_own_interpreter(model, tmp_path):
+    # Two interpreter builds (LiteRT and tf.lite) must give one answer on the same file.
+    path = export_tflite(model, str(tmp_path / "float32.tflite"), "float32")
     images = _images(5, seed=3)
     np.testing.assert_allclose(TFLiteClassifier(path).predict(images), _run_tflite(path, images), atol=1e-6)
     with pytest.raises(ValueError, match=r"Expected images of shape \(N, 16, 16, 1\)"):
         TFLiteClassifier(path).predict(_images(2, size=8))
+
+
+def test_int8_inputs_and_outputs_are_quantised_like_the_float_io_file_and_agree_with_keras(model, tmp_path):
+    # The int8-I/O file gets pixels quantised by TFLiteClassifier (numpy); the float-I/O int8 file, built from
+    # the same calibration, quantises them with TFLite's own Quantize op. Both must agree with each other to
+    # about one output step, and with the float32 Keras model within int8 error.
+    calibration = [_images(8, seed=s).astype("float32") for s in range(4)]
+    int8_io = TFLiteClassifier(export_tflite(model, str(tmp_path / "io.tflite"), "int8", calibration, int8_io=True))
+    float_io = export_tflite(model, str(tmp_path / "float_io.tflite"), "int8", calibration)
+    images = _images(6, seed=9)
+    probabilities = int8_io.predict(images)
+    assert int8_io._input["dtype"] == np.int8 and probabilities.dtype == np.float32
+    output_step = int8_io._output["quantization"][0]
+    np.testing.assert_allclose(probabilities, _run_tflite(float_io, images), atol=2 * output_step + 1e-6)
+    np.testing.assert_allclose(probabilities, _probabilities(model, images), atol=0.15)
 
 
 def test_parity_report_measures_each_export_and_flags_a_wrong_one(model, tmp_path):

@@ -1,23 +1,18 @@
 """Test-time flip averaging (`MLPMixer(flip_average=True)`, `model.flip_averaged()`), checked against an
 independent float64 NumPy forward pass run on each image and on its mirror image."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 
 from keras_mixer import MLPMixer, load_official_weights
 from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
-from tests.model_checks import run_model_checks
+from tests.model_checks import CONFIG, SIZES, random_images, run_model_checks
 from tests.reference_mixer import official_logits, random_official_checkpoint
 
-SIZES = dict(patch=8, channels=3, hidden=12, tokens=16, tokens_mlp=6, channels_mlp=24, blocks=2, classes=5)
-CONFIG = dict(
-    image_size=32, patch_size=8, hidden_dim=12, tokens_mlp_dim=6, channels_mlp_dim=24, num_blocks=2, num_classes=5
-)
-
-
-def _images(n, size=32, channels=3, seed=1):
-    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, channels)).astype("float32")
+_images = functools.partial(random_images, size=32, seed=1)
 
 
 @pytest.fixture

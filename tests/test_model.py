@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from keras_mixer import MLPMixer
-from keras_mixer.model import drop_path_rates
-from tests.model_checks import run_model_checks
+from keras_mixer.arguments import drop_path_rates
+from tests.model_checks import random_images, run_model_checks
 
 TINY = dict(
     num_blocks=2, hidden_dim=16, tokens_mlp_dim=8, channels_mlp_dim=32, image_size=16, patch_size=4, num_classes=5
@@ -12,7 +12,7 @@ TINY = dict(
 
 
 def _images(n=4, size=16, channels=3, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, channels)).astype("float32")
+    return random_images(n, size, channels, seed)
 
 
 def _randomize(model, seed=0):

@@ -1,16 +1,13 @@
 """`python -m training.predict` on the four model formats, after a tiny folder -> 2x fine-tune -> export run."""
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import pytest
 
 from keras_mixer import MLPMixer
 from tests.test_folders import make_folder
-from tests.training_helpers import ROOT, run_train
+from tests.training_helpers import run_module, run_train
 from training.predict import main as predict_main
 
 TINY = ["--patch-size", "7", "--num-blocks", "1", "--hidden-dim", "16", "--tokens-mlp-dim", "8"]
@@ -31,11 +28,9 @@ def deployed(tmp_path_factory):
     flags = ["--dataset", photos, "--init-from", str(tmp / "pretrained.keras"), "--image-size", "56"]
     result = run_train(*flags, *TINY, "--epochs", "2", "--model-dir", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
-    export = subprocess.run(
-        [sys.executable, "-m", "training.export", "--model", str(run / "best.keras"), "--name", "photos",
-         "--base-dir", str(tmp / "exports"), "--formats", "saved_model,tflite", "--tflite-modes", "float32",
-         "--report", "off"],
-        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    export = run_module(
+        "training.export", "--model", run / "best.keras", "--name", "photos", "--base-dir", tmp / "exports",
+        "--formats", "saved_model,tflite", "--tflite-modes", "float32", "--report", "off",
     )  # fmt: skip
     assert export.returncode == 0, export.stderr[-3000:]
     return tmp, run

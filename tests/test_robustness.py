@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from keras_mixer import MLPMixer
-from tests.training_helpers import ROOT, TINY_RUN, run_train
+from tests.training_helpers import ROOT, TINY_RUN, run_module, run_train
 from training.callbacks import AtomicModelCheckpoint
 from training.config import TrainConfig, range_problems
 from training.files import WriteError
@@ -180,3 +180,14 @@ def test_a_resumed_run_drops_history_rows_the_backup_does_not_hold(tmp_path):
     assert completed == 2 and trim_history(str(history), completed) == 1
     assert [row["epoch"] for row in read_history(str(history))] == [0.0, 1.0]
     assert trim_history(str(history), completed) == 0  # nothing more to drop
+
+
+@pytest.mark.parametrize("module", ["training.export", "benchmarks.run"])
+def test_cli_output_is_quiet_by_default_and_verbose_on_request(module, tmp_path):
+    # TensorFlow's own start-up lines (oneDNN notice, "Could not find cuda drivers") are printed at import,
+    # before any flag is parsed; a CLI shows only its own message unless --verbose.
+    bad = ["--model", tmp_path / "missing.keras"] if module == "training.export" else ["--presets", "mixer_z9"]
+    quiet = run_module(module, *bad, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert quiet.returncode == 2 and quiet.stderr.count("\n") == 1 and quiet.stderr.startswith("error: "), quiet.stderr
+    verbose = run_module(module, *bad, "--verbose", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert "oneDNN" in verbose.stderr

@@ -19,6 +19,7 @@ import pytest
 
 from keras_mixer import MLPMixer, serving
 from keras_mixer.export import export_saved_model
+from tests.model_checks import random_images
 
 
 def _free_port():
@@ -126,7 +127,7 @@ def _local(version, images, signature="serving_default"):
 
 
 def _images(n=2, size=16, channels=1):
-    return np.random.default_rng(0).integers(0, 256, (n, size, size, channels)).astype("uint8")
+    return random_images(n, size, channels, dtype="uint8")
 
 
 @pytest.mark.parametrize("columns", [False, True])

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.training_helpers import ROOT, TINY_RUN, run_train
+from tests.training_helpers import ROOT, TINY_RUN, run_module, run_train
 
 
 def _history_epochs(model_dir):
@@ -19,10 +19,7 @@ def _history_epochs(model_dir):
 
 
 def _evaluate_cli(model_dir, data_dir, *flags):
-    return subprocess.run(
-        [sys.executable, "-m", "training.evaluate", "--model-dir", str(model_dir), "--data-dir", data_dir, *flags],
-        cwd=ROOT, capture_output=True, text=True, check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )  # fmt: skip
+    return run_module("training.evaluate", "--model-dir", model_dir, "--data-dir", data_dir, *flags)
 
 
 def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
@@ -43,11 +40,9 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert "one view:" in result.stdout
 
     # The trained checkpoint (optimizer and schedule included) loads in a fresh process and exports.
-    export = subprocess.run(
-        [sys.executable, "-m", "training.export", "--model", str(model_dir / "best.keras"), "--name", "tiny",
-         "--base-dir", str(tmp_path / "exports"), "--formats", "saved_model,tflite", "--tflite-modes", "float32,int8",
-         "--representative-images", "64"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+    export = run_module(
+        "training.export", "--model", model_dir / "best.keras", "--name", "tiny", "--base-dir", tmp_path / "exports",
+        "--formats", "saved_model,tflite", "--tflite-modes", "float32,int8", "--representative-images", "64",
     )  # fmt: skip
     assert export.returncode == 0, export.stderr[-3000:]
     assert "Exporting the flip-averaged model" in export.stdout  # as the run was evaluated

@@ -21,11 +21,14 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
-def run_train(*flags, env=None, timeout=300):
-    """`python -m training.train` in a subprocess; returns the CompletedProcess."""
+def run_module(module, *flags, env=None, timeout=600):
+    """`python -m MODULE FLAGS...` from the repository root in a new process; returns the CompletedProcess.
+
+    Every CLI test starts its command here (flags may be paths or numbers; they are passed as text).
+    """
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "training.train", *flags],
+        [sys.executable, "-m", module, *map(str, flags)],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -33,3 +36,8 @@ def run_train(*flags, env=None, timeout=300):
         timeout=timeout,
         check=False,
     )
+
+
+def run_train(*flags, env=None, timeout=300):
+    """`python -m training.train` in a subprocess; returns the CompletedProcess."""
+    return run_module("training.train", *flags, env=env, timeout=timeout)

@@ -1,5 +1,11 @@
 """Command-line training, evaluation, export and prediction of MLP-Mixers on tfds datasets and image folders."""
 
+import sys
+
+from training.quiet import quiet_tensorflow_import
+
+quiet_tensorflow_import(sys.argv)
+
 EXIT_BAD_INPUT = 2  # a flag, file or dataset that cannot work: one message, nothing written
 EXIT_NON_FINITE = 3  # the loss diverged
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it); rerunning resumes

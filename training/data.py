@@ -169,8 +169,9 @@ def random_flip(images, seed):
 def batch_augmenters(augment, seed):
     """Keras 3 batch layers from the config (RandAugment, MixUp, CutMix), in that order.
 
-    Any extra layer with the same batch contract (keras_cv's included) can be appended by the
-    caller of `make_pipeline`.
+    Any other batch augmentation layer can be appended by the caller of `make_pipeline`
+    (`extra_layers`): Keras' own, keras-cv's (its label-mixing CutMix, MixUp and FourierMix included)
+    or a plain Keras layer that maps a batch of images to a batch of images.
     """
     layers = []
     if augment.randaugment_layers:
@@ -189,11 +190,21 @@ def batch_augmenters(augment, seed):
     return layers
 
 
+def _takes_images_and_labels(layer):
+    """Keras' label mixers and every keras-cv augmentation layer take (and return) {"images", "labels"}.
+
+    keras-cv's layers all accept that dictionary, and its label mixers (CutMix, MixUp, FourierMix) accept
+    nothing else; they are recognised by their package, as keras-cv is an optional install.
+    """
+    return isinstance(layer, (keras.layers.MixUp, keras.layers.CutMix)) or type(layer).__module__.startswith(
+        "keras_cv."
+    )
+
+
 def _apply_layer(layer, images, labels):
-    """Image-only layers take images; label-mixing ones (MixUp, CutMix) take {"images", "labels"}."""
-    if isinstance(layer, (keras.layers.MixUp, keras.layers.CutMix)) or getattr(layer, "mixes_labels", False):
+    if _takes_images_and_labels(layer):
         out = layer({"images": images, "labels": labels}, training=True)
-        return out["images"], out["labels"]
+        return tf.cast(out["images"], images.dtype), tf.cast(out["labels"], labels.dtype)
     return layer(images, training=True), labels
 
 

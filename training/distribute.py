@@ -26,7 +26,7 @@ import types
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "mirrored", "multi_worker", "tpu", "one_device")
+from training.choices import STRATEGIES
 
 
 def tf_config_workers():

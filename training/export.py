@@ -18,7 +18,9 @@ import json
 import os
 import sys
 
+from keras_mixer.export import TFLITE_MODES
 from training import EXIT_BAD_INPUT
+from training.choices import AUTO_ON_OFF
 from training.quiet import add_verbose_flag, quiet_logs
 from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice
 
@@ -67,12 +69,12 @@ def main(argv=None):
     parser.add_argument("--name", default="fashion_mixer", help="model name: saved_models/<name>/")
     parser.add_argument("--base-dir", default="saved_models", help="where exports land")
     parser.add_argument("--formats", default="saved_model", help=f"comma-separated: {', '.join(FORMATS)}")
-    parser.add_argument("--tflite-modes", default="float32", help="comma-separated: float32,float16,dynamic_int8,int8")
+    parser.add_argument("--tflite-modes", default="float32", help=f"comma-separated: {','.join(TFLITE_MODES)}")
     parser.add_argument("--representative-images", type=int, default=256, help="training images for int8 calibration")
     parser.add_argument("--top-k", type=int, default=5, help="classes returned by the serving signature")
     parser.add_argument(
         "--report",
-        choices=("auto", "on", "off"),
+        choices=AUTO_ON_OFF,
         default="auto",
         help="parity report on the run's test split (auto: when the model sits in a training run's dir)",
     )
@@ -87,8 +89,6 @@ def main(argv=None):
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
-
-    from keras_mixer.export import TFLITE_MODES  # noqa: PLC0415
 
     formats = [f for f in args.formats.split(",") if f]
     modes = [m for m in args.tflite_modes.split(",") if m]

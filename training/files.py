@@ -1,57 +1,15 @@
 """Run artefacts on disk: atomic writes, the CSV history, and the loss/accuracy curves PNG."""
 
-import contextlib
 import csv
-import json
 import os
 
-
-class WriteError(OSError):
-    """A file could not be written (a full disk, say); the previous version of it is intact."""
-
-
-@contextlib.contextmanager
-def atomic_path(final):
-    """A temporary path beside `final` (same extension) that becomes `final` when the block succeeds.
-
-    A reader never sees half a file: the rename is atomic. On any failure the temporary file is
-    removed and `final` keeps its previous content; an `OSError` (a full disk, say) becomes one
-    `WriteError` that says so.
-
-    Example:
-    >>> import tempfile
-    >>> final = os.path.join(tempfile.mkdtemp(), "x.txt")
-    >>> with atomic_path(final) as temporary:
-    ...     _ = open(temporary, "w").write("done")
-    >>> open(final).read()
-    'done'
-    """
-    folder, name = os.path.split(os.path.abspath(final))
-    stem, extension = os.path.splitext(name)
-    temporary = os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
-    try:
-        yield temporary
-        os.replace(temporary, final)
-    except BaseException as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        if isinstance(error, OSError) and not isinstance(error, WriteError):
-            raise WriteError(
-                f"Could not write {final}: {error.strerror or error}. Its previous version is intact; "
-                "free some space (or fix the folder's permissions) and run the same command again."
-            ) from error
-        raise
-
-
-def write_text_atomically(path, text):
-    """Write `text` through `atomic_path`."""
-    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
-        file.write(text)
-
-
-def write_json_atomically(path, payload):
-    """Write JSON through `atomic_path` (a reader never sees half a file)."""
-    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+from keras_mixer.atomic import (  # noqa: F401  (re-exported: the run code imports them from here)
+    WriteError,
+    atomic_path,
+    save_figure_atomically,
+    write_json_atomically,
+    write_text_atomically,
+)
 
 
 def writable_dir_problem(path, flag="--model-dir"):
@@ -124,5 +82,4 @@ def save_curves(history_csv, path):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure_atomically(figure, path)

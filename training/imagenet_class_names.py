@@ -15,6 +15,7 @@ import collections
 import os
 import sys
 
+from keras_mixer.atomic import write_text_atomically
 from training import EXIT_BAD_INPUT
 
 WORDNET_NOUNS = "/usr/share/wordnet/data.noun"
@@ -64,9 +65,7 @@ def main(argv=None):
     ids = tfds_imagenet_ids()
     names = class_names(ids, wordnet_first_words(args.wordnet))
     path = os.path.join(args.output_dir, "imagenet1k_class_names.tsv")
-    with open(path + ".tmp", "w") as file:
-        file.writelines(f"{wnid}\t{name}\n" for wnid, name in zip(ids, names))
-    os.replace(path + ".tmp", path)
+    write_text_atomically(path, "".join(f"{wnid}\t{name}\n" for wnid, name in zip(ids, names)))
     print(f"{len(names)} names written to {path}")
     return 0
 

@@ -32,6 +32,22 @@ def _import_tensorflow_silently():
             os.close(saved)
 
 
+def quiet_tensorflow_import(argv):
+    """Import TensorFlow without its start-up log now, unless `--verbose` is in `argv`.
+
+    `training/__init__.py` calls this, so that a CLI module may import `keras_mixer` (and with it
+    TensorFlow) at its top, before its `main()` has parsed the flags and called `quiet_logs`.
+    """
+    if "--verbose" in argv or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured by a test runner, say)
+        return
+    _import_tensorflow_silently()
+
+
 def quiet_logs(verbose=False):
     """Silence TensorFlow's, tfds' and absl's start-up and info logs (all of them unless `verbose`)."""
     if verbose:

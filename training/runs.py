@@ -7,6 +7,7 @@ image size; this is the one place that rebuilds them.
 import json
 import os
 
+from training.choices import AUTO_ON_OFF
 from training.config import TrainConfig
 
 
@@ -46,7 +47,7 @@ def run_split(model_dir, role, batch_size=None, data_dir=None, num_channels=None
     return pipeline, source.spec
 
 
-FLIP_AVERAGE_CHOICES = ("auto", "on", "off")
+FLIP_AVERAGE_CHOICES = AUTO_ON_OFF
 
 
 def flip_average_choice(choice, model_dir):

@@ -145,6 +145,24 @@ def build_optimizer(config, steps_per_epoch):
     )
 
 
+def compile_for_training(model, config, steps_per_epoch):
+    """Compile `model` as a run with `config` trains it: the optimiser and schedule (`build_optimizer`), no
+    weight decay on biases and norms, label-smoothed cross-entropy on logits, accuracy, and the run's
+    steps per execution and XLA setting."""
+    import keras  # noqa: PLC0415
+
+    optimizer = build_optimizer(config, steps_per_epoch)
+    exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        steps_per_execution=min(config.distribute.steps_per_execution, steps_per_epoch),
+        jit_compile=config.distribute.xla,
+    )
+    return model
+
+
 def exclude_from_weight_decay(optimizer, model, decay_head=True):
     """No decay on biases and LayerNorm parameters (and the head kernel unless `decay_head`)."""
     excluded = [v for v in model.trainable_variables if len(v.shape) == 1]
@@ -192,7 +210,7 @@ def train(config, extra_layers=(), verbose="auto"):
     import keras  # noqa: PLC0415
 
     from keras_mixer import MLPMixer, load_official_weights  # noqa: PLC0415
-    from keras_mixer.model import validate_size_pairs  # noqa: PLC0415
+    from keras_mixer.arguments import validate_size_pairs  # noqa: PLC0415
     from training import callbacks as cb  # noqa: PLC0415
     from training.data import fits_in_memory, make_pipeline, open_source  # noqa: PLC0415
     from training.distribute import enable_multi_worker_fit, is_chief, make_strategy  # noqa: PLC0415
@@ -274,17 +292,7 @@ def train(config, extra_layers=(), verbose="auto"):
                 load_official_weights(
                     model, params, allow_resize=True, token_mixing_resize=config.model.token_mixing_resize
                 )
-            optimizer = build_optimizer(config, steps_per_epoch)
-            exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=config.augment.label_smoothing
-                ),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                steps_per_execution=min(config.distribute.steps_per_execution, steps_per_epoch),
-                jit_compile=config.distribute.xla,
-            )
+            compile_for_training(model, config, steps_per_epoch)
         enable_multi_worker_fit(model)
 
         # 3. Fit.

@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from keras_mixer.atomic import save_figure_atomically
 from training import EXIT_BAD_INPUT
 from training.quiet import add_verbose_flag, quiet_logs
 
@@ -111,12 +112,7 @@ def render(kernel, grid, path, units=64, title=""):
         axis.imshow(image, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp.png"
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return save_figure_atomically(figure, path, dpi=120)
 
 
 def main(argv=None):

@@ -30,8 +30,8 @@ import time
 
 import numpy as np
 
+from keras_mixer.atomic import save_figure_atomically, write_json_atomically
 from training import EXIT_BAD_INPUT
-from training.files import write_json_atomically
 from training.quiet import add_verbose_flag, quiet_logs
 
 PRETRAIN_CLASSES = (0, 1, 2, 3, 4)
@@ -222,8 +222,7 @@ def save_plot(results, path):
     )
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure_atomically(figure, path)
 
 
 def table_markdown(results):
