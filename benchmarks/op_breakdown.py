@@ -18,6 +18,9 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
 
 def _executed_ops(trace_folder):
     """(op type, node name, seconds) of every op the trace saw run on the CPU's compute threads."""
@@ -76,8 +79,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.op_breakdown", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
     from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
 

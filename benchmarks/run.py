@@ -41,6 +41,7 @@ from benchmarks.peer import (  # noqa: E402
 from keras_mixer.atomic import save_figure_atomically, write_json_atomically  # noqa: E402
 from keras_mixer.export import TFLITE_MODES  # noqa: E402
 from training import EXIT_BAD_INPUT  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 FASHION = "fashion"  # the default recipe's model (training/config.py)
 ALL_ROWS = ("keras", "predict", "xla", "saved_model", "tflite", "bfloat16", "train", "peer", "breakdown")
@@ -569,7 +570,9 @@ def main(argv=None):
     parser.add_argument("--peer-venv", default=None, help="an existing venv with torch and timm (implies --peer)")
     parser.add_argument("--json", default="benchmarks/results.json")
     parser.add_argument("--plot", default="benchmarks/results.png")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
 
     from keras_mixer.presets import PRESETS  # noqa: PLC0415
 

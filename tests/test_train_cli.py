@@ -37,6 +37,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert _history_epochs(model_dir) == [0, 1]
     # The default recipe's test figure averages each image with its mirror; the single view is kept too.
     assert summary["test_flip_average"] and 0.0 <= summary["single_view_test_accuracy"] <= 1.0
+    assert summary["precision"] == "float32"
     assert "one view:" in result.stdout
 
     # The trained checkpoint (optimizer and schedule included) loads in a fresh process and exports.

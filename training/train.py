@@ -367,6 +367,9 @@ def train(config, extra_layers=(), verbose="auto"):
                     "splits": spec.splits,
                     "class_names": spec.class_names,
                     "config": config.to_dict(),
+                    # The run's precision as chosen (--precision; float32 unless asked): it is not switched
+                    # by machine, as bf16 trained the default model no faster (README, "Performance").
+                    "precision": config.distribute.precision,
                     "machine": machine_description(),
                 }
             )
