@@ -38,15 +38,13 @@ def _synthetic(config, batch_size):
     return tf.data.Dataset.from_tensors((images, labels)).repeat()
 
 
-def fit_rate(config, precision, jit_compile, batch_per_replica, steps):
-    """Images/s of the second epoch of `model.fit` under MirroredStrategy on all visible GPUs."""
+def fit_rate(strategy, config, precision, jit_compile, batch_per_replica, steps):
+    """Images/s of the second epoch of `model.fit` under `strategy` (a MirroredStrategy on every GPU)."""
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
 
     from keras_mixer import MLPMixer  # noqa: PLC0415
     from keras_mixer.export import with_precision  # noqa: PLC0415
 
-    strategy = tf.distribute.MirroredStrategy()
     batch = batch_per_replica * strategy.num_replicas_in_sync
     with strategy.scope():
         model = with_precision(MLPMixer(**config), precision)
@@ -106,6 +104,8 @@ def peak_bf16_flops(device_name):
 
 def fit_rows(gpus, started, rows_config=None, steps=20, only=None):
     """Every row as a dict; GPU rows become {"skipped": reason} without a GPU, past the deadline or not in `only`."""
+    import tensorflow as tf  # noqa: PLC0415
+
     from benchmarks.run import model_config  # noqa: PLC0415
 
     s16, b16 = rows_config or (model_config("mixer_s16"), model_config("mixer_b16"))
@@ -113,6 +113,9 @@ def fit_rows(gpus, started, rows_config=None, steps=20, only=None):
             for xla in (False, True)]  # fmt: skip
     plan.append(("fit_b16_bfloat16_xla", b16, "bfloat16", True, 64))
     rows = {}
+    # One strategy for every row: several MirroredStrategy objects in one process can collide in their
+    # collective instance keys ("Shape mismatch in the collective instance").
+    strategy = tf.distribute.MirroredStrategy() if gpus else None
     for name, config, precision, xla, batch in plan:
         if not gpus:
             rows[name] = {"skipped": "no NVIDIA GPU visible to TensorFlow on this machine"}
@@ -121,7 +124,7 @@ def fit_rows(gpus, started, rows_config=None, steps=20, only=None):
         elif time.perf_counter() - started > DEADLINE_SECONDS:
             rows[name] = {"skipped": f"time budget ({DEADLINE_SECONDS} s) spent"}
         else:
-            rows[name] = fit_rate(config, precision, xla, batch, steps)
+            rows[name] = fit_rate(strategy, config, precision, xla, batch, steps)
             print(f"{name}: {rows[name]['images_per_second']:.0f} images/s", flush=True)
     b16_row = rows["fit_b16_bfloat16_xla"]
     if "images_per_second" in b16_row:

@@ -1,7 +1,7 @@
-"""`MLPMixer`: the whole network as a functional `keras.Model` subclass, and argument checks.
+"""`MLPMixer`: the whole network as a functional `keras.Model` subclass.
 
-The constructor has three sections: validate the arguments; build the layers and wire the
-graph ending in `super().__init__(inputs, outputs)`; keep every argument for `get_config`.
+The constructor has three sections: validate the arguments (`arguments.py`); build the layers and wire
+the graph ending in `super().__init__(inputs, outputs)`; keep every argument for `get_config`.
 Presets (the paper's seven sizes) live in `presets.py`; official weights in `checkpoints.py`.
 """
 

@@ -9,16 +9,13 @@ import sys
 
 import pytest
 
-from tests.training_helpers import ROOT, TINY_RUN
+from tests.training_helpers import ROOT, TINY_RUN, run_module
 from training.distribute import make_strategy, tf_config_workers
 from training.train import ConfigError, check_batch_split
 
 
 def test_two_mirrored_replicas_train_like_one_device():
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "two_replica_equivalence.py")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = run_module("tests.two_replica_equivalence", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == [1, 2]
