@@ -152,6 +152,9 @@ class MlpBlock(keras.layers.Layer):
             x = ops.reshape(x, (-1, *inner_shape, x.shape[-1]))
         return x
 
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)  # Dense_1 maps back to the input width
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -190,6 +193,9 @@ class DropPath(keras.layers.Layer):
         mask_shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
         mask = keras.random.uniform(mask_shape, seed=self.seed_generator, dtype=x.dtype) < keep
         return ops.where(mask, x / keep, ops.zeros_like(x))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
@@ -263,6 +269,9 @@ class MixerBlock(keras.layers.Layer):
         y = self.layer_norm_1(x)
         y = self.channel_mixing(y, training=training)
         return x + ops.cast(self.drop_path(y, training=training), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)  # (batch, tokens, channels): both mixings are residual
 
     def get_config(self):
         return {

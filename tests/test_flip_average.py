@@ -9,7 +9,7 @@ import pytest
 
 from keras_mixer import MLPMixer, load_official_weights
 from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
-from tests.model_checks import CONFIG, SIZES, random_images, run_model_checks
+from tests.model_checks import CONFIG, SIZES, random_images, run_layer_checks, run_model_checks
 from tests.reference_mixer import official_logits, random_official_checkpoint
 
 _images = functools.partial(random_images, size=32, seed=1)
@@ -85,3 +85,5 @@ def test_the_two_layers_against_numpy():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(AverageMirrorPairs()(outputs)), (outputs[:3] + outputs[3:]) / 2, rtol=1e-6
     )
+    run_layer_checks(MirrorImages(), images)
+    run_layer_checks(AverageMirrorPairs(), outputs)

@@ -5,14 +5,8 @@ import numpy as np
 import pytest
 
 from keras_mixer.layers import DropPath, MixerBlock, MlpBlock, PatchEmbedding
+from tests.model_checks import run_layer_checks
 from tests.reference_mixer import gelu_tanh, layer_norm, patchify
-
-
-def _roundtrip(layer):
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    return clone
 
 
 def test_patch_embedding_is_a_raster_order_linear_map_of_patches():
@@ -26,7 +20,7 @@ def test_patch_embedding_is_a_raster_order_linear_map_of_patches():
     patches = images.reshape(n, h // 4, 4, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, -1, 4 * 2 * c)
     np.testing.assert_allclose(tokens, patches @ kernel.reshape(-1, 5), rtol=1e-5, atol=1e-5)
     assert tokens.shape == (2, 3 * 4, 5)
-    _roundtrip(stem)
+    run_layer_checks(stem, images)
 
 
 def test_patchify_helper_matches_square_case():
@@ -60,7 +54,7 @@ def test_mlp_block_matches_numpy(activation, approximate):
     else:
         hidden = 0.5 * pre * (1 + np.vectorize(math.erf)(pre / np.sqrt(2)))
     np.testing.assert_allclose(out, hidden @ w1 + b1, rtol=1e-4, atol=1e-5)
-    clone = _roundtrip(block)
+    clone = run_layer_checks(block, x)
     assert (clone.gelu_approximate, clone.activation) == (approximate, activation)
 
 
@@ -92,7 +86,7 @@ def test_mixer_block_mixes_tokens_then_channels():
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     assert block.layer_norm_0 is not block.layer_norm_1
     assert block.layer_norm_0.epsilon == 1e-6
-    _roundtrip(block)
+    run_layer_checks(block, x, tolerance=1e-5)
 
 
 def test_drop_path_drops_whole_samples_and_keeps_the_mean():
@@ -105,7 +99,7 @@ def test_drop_path_drops_whole_samples_and_keeps_the_mean():
     assert abs(per_sample.mean() - 1.0) < 0.05
     assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
-    _roundtrip(layer)
+    run_layer_checks(layer, x[:8])
 
 
 def test_drop_path_rejects_a_bad_rate():
