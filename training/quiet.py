@@ -38,9 +38,11 @@ def quiet_tensorflow_import(argv):
     `training/__init__.py` calls this, so that a CLI module may import `keras_mixer` (and with it
     TensorFlow) at its top, before its `main()` has parsed the flags and called `quiet_logs`.
     """
-    if "--verbose" in argv or "tensorflow" in sys.modules:
+    if "--verbose" in argv:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
     try:
         sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):  # no real stderr (captured by a test runner, say)
@@ -52,14 +54,7 @@ def quiet_logs(verbose=False):
     """Silence TensorFlow's, tfds' and absl's start-up and info logs (all of them unless `verbose`)."""
     if verbose:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured by a test runner, say)
-        pass
-    else:
-        if "tensorflow" not in sys.modules:
-            _import_tensorflow_silently()
+    quiet_tensorflow_import(())
     import absl.logging  # noqa: PLC0415
 
     absl.logging.set_verbosity(absl.logging.ERROR)
