@@ -8,6 +8,7 @@ scratch file (replayed if the import itself fails), and sets the Python loggers 
 Every CLI calls it first, unless `--verbose`.
 """
 
+import importlib.util
 import logging
 import os
 import sys
@@ -41,7 +42,7 @@ def quiet_tensorflow_import(argv):
     if "--verbose" in argv:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
         return
     try:
         sys.stderr.fileno()
