@@ -196,13 +196,15 @@ def _machine():
 
 
 def main(argv=None):
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default="benchmarks/gpu_check.json")
     parser.add_argument("--batch", type=int, default=64, help="training batch per GPU of the fit rows")
     args = parser.parse_args(argv)
     if args.batch < 1:
         print(f"error: --batch must be >= 1. Received: {args.batch}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     started = time.perf_counter()
     from keras_mixer.atomic import write_json_atomically  # noqa: PLC0415
 

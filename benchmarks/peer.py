@@ -83,8 +83,11 @@ class PeerProcess:
         """{"row", "batch_size", "images_per_second": [per repeat]} or {"row", "batch_size", "note"}."""
         request = {"row": kind, "model": timm_name(preset), "batch_size": batch_size, "repeats": repeats,
                    "steps": steps}  # fmt: skip
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except OSError:  # the worker died on an earlier row (out of memory, say)
+            return {"row": kind, "batch_size": batch_size, "note": "the peer worker exited on an earlier row"}
         answer = self._read()
         if "error" in answer:
             return {"row": kind, "batch_size": batch_size, "note": answer["error"][:200]}

@@ -155,11 +155,12 @@ def keras_inference(model, config, batch_size, repeats, jit_compile=False):
     return [batch_size / s for s in seconds], latencies
 
 
-def predict_inference(model, config, batch_size, repeats):
-    """`model.predict` on a NumPy batch: the call users make."""
+def predict_inference(model, config, batch_size, repeats, predict=None):
+    """`model.predict` on a NumPy batch: the call users make (or `predict(model, images, ...)` in its place)."""
     images = synthetic_images(config, batch_size)
+    predict = predict or type(model).predict
     calls = 20 if batch_size == 1 else 1
-    seconds = _time_calls(lambda: model.predict(images, batch_size=batch_size, verbose=0), repeats, calls)
+    seconds = _time_calls(lambda: predict(model, images, batch_size=batch_size, verbose=0), repeats, calls)
     return [batch_size / s for s in seconds]
 
 
@@ -282,6 +283,8 @@ def _peer_rows(peer, kinds, name, batch_size, repeats, config, limit, steps=2, f
 def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, peer=None):
     """Every row for one model; returns a dict (limits, rows, breakdown). timm's rows (from `peer`) are
     measured right after the Keras row they compare with, so both see the machine in the same state."""
+    import keras  # noqa: PLC0415
+
     from benchmarks.op_breakdown import op_breakdown  # noqa: PLC0415
     from keras_mixer.export import with_precision  # noqa: PLC0415
 
@@ -305,6 +308,9 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
         if "predict" in rows_wanted:
             rates = predict_inference(model, config, batch_size, repeats)
             rows.append(_row("keras_predict_numpy", rates, config, batch_size, limit32))
+            # Keras' own array path, which MLPMixer.predict replaces (keras_mixer/array_input.py): the before.
+            rates = predict_inference(model, config, batch_size, repeats, predict=keras.Model.predict)
+            rows.append(_row("keras_predict_numpy_unpatched", rates, config, batch_size, limit32))
         if "xla" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats, jit_compile=True)
             rows.append(_row("keras_xla", rates, config, batch_size, limit32, latencies))
