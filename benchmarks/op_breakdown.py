@@ -1,12 +1,15 @@
 """Where a forward pass spends its time, per TensorFlow op type, after grappler and oneDNN rewrote the graph.
 
     python -m benchmarks.op_breakdown --preset mixer_s16 --batch-size 32 --precision bfloat16
+    python -m benchmarks.op_breakdown --preset mixer_s16 --batch-size 8 --training   # a whole train step
 
 Runs the model's forward pass in a `tf.function` under the TF profiler and sums the executed ops'
 times by type (`_MklNativeFusedMatMul` is a matmul with its bias, and GELU when oneDNN fused it;
 `Cast`, `Mul`, `SquaredDifference`, `Mean` and `AddN` are mostly LayerNorm and mixed-precision
 casts). What ran is what counts: the names come from the trace, not from the Python graph.
 `benchmarks.run` stores this table for S/16 and B/16 in its JSON (row group `breakdown`).
+`--training` profiles one step of the default run's optimiser and loss instead: the backward matmuls
+(`_MklMatMul`, `BiasAddGrad`), the optimiser's and the gradient clipping's element-wise ops.
 """
 
 import argparse
@@ -48,12 +51,19 @@ def op_breakdown(model, images, calls=2):
 
     forward = tf.function(lambda x: model(x, training=False))
     images = tf.constant(images)
-    forward(images).numpy()  # trace and warm up outside the profile
+    return profile_by_op_type(lambda: forward(images).numpy(), calls)
+
+
+def profile_by_op_type(call, calls=2):
+    """`op_breakdown`'s table for any `call()` that runs TensorFlow ops (warmed up once, then profiled)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    call()  # trace and warm up outside the profile
     with tempfile.TemporaryDirectory() as folder:
         tf.profiler.experimental.start(folder)
         try:
             for _ in range(calls):
-                forward(images).numpy()
+                call()
         finally:
             tf.profiler.experimental.stop()
         seconds, count = collections.Counter(), collections.Counter()
@@ -80,6 +90,9 @@ def main(argv=None):
     parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
+    parser.add_argument(
+        "--training", action="store_true", help="profile a training step (the default run's optimiser and loss)"
+    )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
@@ -94,8 +107,18 @@ def main(argv=None):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    rows = op_breakdown(model, synthetic_images(config, args.batch_size))
-    print_breakdown(rows, f"{args.preset}, batch {args.batch_size}, {args.precision}")
+    if args.training:
+        import tensorflow as tf  # noqa: PLC0415
+
+        from benchmarks.run import compiled_train_steps  # noqa: PLC0415
+
+        train = compiled_train_steps(config, args.batch_size, args.precision)
+        one = tf.constant(1)
+        rows = profile_by_op_type(lambda: train(one).numpy())
+    else:
+        rows = op_breakdown(model, synthetic_images(config, args.batch_size))
+    what = "training step" if args.training else "forward pass"
+    print_breakdown(rows, f"{args.preset}, batch {args.batch_size}, {args.precision}, {what}")
     return 0
 
 

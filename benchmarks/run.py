@@ -193,8 +193,11 @@ def tflite_inference(model, config, mode, repeats, folder):
     return [1.0 / s for s in latencies], latencies, os.path.getsize(path)
 
 
-def training_step_rate(config, batch_size, repeats, precision="float32", dataset=None, steps=4):
-    """Images/s of compiled train steps of the default run's optimiser and loss, on synthetic or real batches."""
+def compiled_train_steps(config, batch_size, precision="float32", dataset=None):
+    """`train(n)`: a `tf.function` running n steps of the default run's optimiser and loss on `config`'s model.
+
+    Batches come from `dataset`, or are one synthetic batch of `batch_size` repeated.
+    """
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
@@ -225,6 +228,14 @@ def training_step_rate(config, batch_size, repeats, precision="float32", dataset
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
+    return train
+
+
+def training_step_rate(config, batch_size, repeats, precision="float32", dataset=None, steps=4):
+    """Images/s of compiled train steps of the default run's optimiser and loss, on synthetic or real batches."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    train = compiled_train_steps(config, batch_size, precision, dataset)
     count = tf.constant(steps)
     seconds = _time_calls(lambda: train(count).numpy(), repeats)
     return [steps * batch_size / s for s in seconds]

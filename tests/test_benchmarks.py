@@ -48,6 +48,16 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     assert "img/s (median)" in result.stdout
 
 
+def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass():
+    result = run_module("benchmarks.op_breakdown", "--preset", "fashion", "--batch-size", "4", "--training")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training step" in result.stdout
+    counts = {line.split()[0]: int(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("_Mkl")}
+    # Forward: 17 matmuls with their bias (and GELU) fused. Backward: two plain matmuls per forward
+    # matmul, the gradients of its input and of its kernel.
+    assert counts["_MklNativeFusedMatMul"] == 17 and counts["_MklMatMul"] == 2 * 17, result.stdout
+
+
 def test_unknown_models_and_rows_are_refused():
     result = run_module("benchmarks.run", "--presets", "mixer_z9", "--rows", "keras,onnx")
     assert result.returncode == 2
