@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import target_classes
+from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
 from tests.training_helpers import ROOT, run_module
 
@@ -48,14 +49,24 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     assert "img/s (median)" in result.stdout
 
 
-def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass():
-    result = run_module("benchmarks.op_breakdown", "--preset", "fashion", "--batch-size", "4", "--training")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "training step" in result.stdout
-    counts = {line.split()[0]: int(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("_Mkl")}
+def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass(capsys):
+    assert op_breakdown.main(["--preset", "fashion", "--batch-size", "4", "--training"]) == 0
+    printed = capsys.readouterr().out
+    assert "training step" in printed
+    counts = {line.split()[0]: int(line.split()[-1]) for line in printed.splitlines() if line.startswith("_Mkl")}
     # Forward: 17 matmuls with their bias (and GELU) fused. Backward: two plain matmuls per forward
     # matmul, the gradients of its input and of its kernel.
-    assert counts["_MklNativeFusedMatMul"] == 17 and counts["_MklMatMul"] == 2 * 17, result.stdout
+    assert counts["_MklNativeFusedMatMul"] == 17 and counts["_MklMatMul"] == 2 * 17, printed
+
+
+def test_the_token_contraction_variant_computes_the_package_function_and_is_timed(monkeypatch):
+    # _measure swaps MixerBlock.call for the variant (it runs alone in a child process in the A/B);
+    # monkeypatch puts the package's call back after this test. It checks equal logits itself.
+    monkeypatch.setattr(MixerBlock, "call", MixerBlock.call)
+    settings = {"preset": "fashion", "precision": "float32", "train_batch": 4, "forward_batch": 4, "steps": 1}
+    rates = mlp_layout._measure("contract", {**settings, "repeats": 1})
+    assert MixerBlock.call is mlp_layout._contract_tokens
+    assert rates["train"] > 0 and rates["forward"] > 0
 
 
 def test_unknown_models_and_rows_are_refused():
