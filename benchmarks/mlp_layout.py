@@ -139,7 +139,7 @@ def main(argv=None):
             child = subprocess.run(
                 [sys.executable, "-m", "benchmarks.mlp_layout", "--variant", variant, "--repeats", str(args.repeats),
                  *flags],
-                capture_output=True, text=True,
+                check=False, capture_output=True, text=True,
             )  # fmt: skip
             if child.returncode != 0:
                 print(f"error: the {variant!r} process failed:\n{child.stderr[-2000:]}", file=sys.stderr)

@@ -193,10 +193,11 @@ def tflite_inference(model, config, mode, repeats, folder):
     return [1.0 / s for s in latencies], latencies, os.path.getsize(path)
 
 
-def compiled_train_steps(config, batch_size, precision="float32", dataset=None):
+def compiled_train_steps(config, batch_size, precision="float32", dataset=None, jit_compile=False):
     """`train(n)`: a `tf.function` running n steps of the default run's optimiser and loss on `config`'s model.
 
-    Batches come from `dataset`, or are one synthetic batch of `batch_size` repeated.
+    Batches come from `dataset`, or are one synthetic batch of `batch_size` repeated. With `jit_compile`
+    the step (not the loop around it) is compiled by XLA, as `fit` does with `--xla`.
     """
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
@@ -218,24 +219,29 @@ def compiled_train_steps(config, batch_size, precision="float32", dataset=None):
         dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     iterator = iter(dataset)
 
+    @tf.function(jit_compile=jit_compile)
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return loss
+
     @tf.function
     def train(n):
+        loss = tf.zeros(())
         for _ in tf.range(n):
-            images, labels = next(iterator)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(labels, model(images, training=True))
-            gradients = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            loss = step(*next(iterator))
         return loss
 
     return train
 
 
-def training_step_rate(config, batch_size, repeats, precision="float32", dataset=None, steps=4):
+def training_step_rate(config, batch_size, repeats, precision="float32", dataset=None, steps=4, jit_compile=False):
     """Images/s of compiled train steps of the default run's optimiser and loss, on synthetic or real batches."""
     import tensorflow as tf  # noqa: PLC0415
 
-    train = compiled_train_steps(config, batch_size, precision, dataset)
+    train = compiled_train_steps(config, batch_size, precision, dataset, jit_compile)
     count = tf.constant(steps)
     seconds = _time_calls(lambda: train(count).numpy(), repeats)
     return [steps * batch_size / s for s in seconds]
@@ -357,10 +363,11 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
         train_flops = 3 * result["flops_per_image"]  # forward + backward (2x)
         for precision in ("float32", "bfloat16"):
             limit = gemm_limit(config, batch, precision, repeats)["max"]
-            rates = training_step_rate(config, batch, repeats, precision, steps=steps)
-            row = _row(f"train_{precision}", rates, config, batch)
-            row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
-            rows.append(row)
+            for xla in (False, True):
+                rates = training_step_rate(config, batch, repeats, precision, steps=steps, jit_compile=xla)
+                row = _row(f"train_{precision}{'_xla' if xla else ''}", rates, config, batch)
+                row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
+                rows.append(row)
             if with_peer:
                 rows += _peer_rows(peer, (f"timm_train_{precision}",), name, batch, repeats, config, limit, steps, 3)
             if name == FASHION and precision == "float32":
@@ -428,10 +435,11 @@ def check_targets(results, agreement, cpu_flags=()):
         def median(kind, batch_size=32, rows=rows):
             return _median(rows, kind, batch_size)
 
-        def training(kind, rows=rows):
-            return next(
-                (r["images_per_second"]["median"] for r in rows if r["row"] == kind and "images_per_second" in r), None
-            )
+        def training(kind, rows=rows, with_xla=True):
+            """Median images/s of training row `kind`; for ours, the faster of graph and XLA (`--xla` picks)."""
+            kinds = (kind, f"{kind}_xla") if with_xla else (kind,)
+            rates = [r["images_per_second"]["median"] for r in rows if r["row"] in kinds and "images_per_second" in r]
+            return max(rates, default=None)
 
         if name != FASHION:
             keras32 = next((r for r in rows if r["row"] == "keras" and r["batch_size"] == 32), None)
@@ -462,18 +470,18 @@ def check_targets(results, agreement, cpu_flags=()):
                 "bfloat16",
             )
             add(
-                f"{name} float32 training / timm float32 step",
+                f"{name} float32 training (faster of graph, XLA) / timm float32 step",
                 _ratio(training("train_float32"), training("timm_train_float32")),
                 1.1,
             )
             add(
-                f"{name} bfloat16 training / timm bf16 step",
+                f"{name} bfloat16 training (faster of graph, XLA) / timm bf16 step",
                 _ratio(training("train_bfloat16"), training("timm_train_bfloat16")),
                 1.1,
                 "bfloat16",
             )
         add(
-            f"{name} bfloat16 / float32 training",
+            f"{name} bfloat16 / float32 training (each the faster of graph, XLA)",
             _ratio(training("train_bfloat16"), training("train_float32")),
             2.0,
             "bfloat16",
@@ -492,7 +500,7 @@ def check_targets(results, agreement, cpu_flags=()):
         pipeline = training("train_float32_tfds_pipeline")
         add(
             f"{name} training: real tfds pipeline / synthetic",
-            _ratio(pipeline, training("train_float32")) if pipeline else None,
+            _ratio(pipeline, training("train_float32", with_xla=False)) if pipeline else None,  # both graph mode
             0.9,
         )
     if agreement:

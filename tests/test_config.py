@@ -6,6 +6,7 @@ import pytest
 from keras_mixer.checkpoints import TOKEN_MIXING_RESIZES
 from keras_mixer.layers import MLP_ACTIVATIONS
 from training.config import RECIPES, SECTIONS, TrainConfig, add_config_flags, config_from_args, recipe_config
+from training.machine import xla_for_training
 
 
 def _parse(*argv):
@@ -39,6 +40,21 @@ def test_flags_override_the_recipe():
     config = _parse("--recipe", "cifar10", "--lr", "0.03", "--hidden-dim", "64", "--xla", "--cache", "false")
     assert config.data.dataset == "cifar10" and config.optim.learning_rate == 0.03
     assert config.model.hidden_dim == 64 and config.distribute.xla is True and config.data.cache is False
+
+
+def test_xla_is_auto_unless_asked_for():
+    assert _parse().distribute.xla is None
+    assert _parse("--xla", "auto").distribute.xla is None
+    assert _parse("--xla", "false").distribute.xla is False and _parse("--xla", "on").distribute.xla is True
+    avx512 = {"cpu_flags": ["avx512f", "avx2"], "gpus": []}
+    assert xla_for_training(None, "float32", **avx512)[0] is True
+    assert xla_for_training(None, "bfloat16", **avx512)[0] is False
+    assert xla_for_training(None, "float32", cpu_flags=["avx2"], gpus=[])[0] is False
+    assert xla_for_training(None, "float32", cpu_flags=["avx512f"], gpus=["GPU:0"])[0] is False
+    assert xla_for_training(False, "float32", **avx512) == (False, "asked for (--xla)")
+    assert xla_for_training(True, "bfloat16", cpu_flags=["avx2"], gpus=[])[0] is True
+    with pytest.raises(SystemExit):
+        _parse("--xla", "sometimes")
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

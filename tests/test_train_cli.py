@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.training_helpers import ROOT, TINY_RUN, run_module, run_train
+from training.machine import xla_for_training
 
 
 def _history_epochs(model_dir):
@@ -24,7 +25,9 @@ def _evaluate_cli(model_dir, data_dir, *flags):
 
 def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     model_dir = tmp_path / "run"
-    result = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
+    result = run_train(
+        *TINY_RUN, "--xla", "auto", "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
     for name in ("config.json", "best.keras", "best.json", "last.keras", "history.csv", "summary.json", "curves.png"):
@@ -38,6 +41,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     # The default recipe's test figure averages each image with its mirror; the single view is kept too.
     assert summary["test_flip_average"] and 0.0 <= summary["single_view_test_accuracy"] <= 1.0
     assert summary["precision"] == "float32"
+    assert summary["xla"] == xla_for_training(None, "float32")[0] and summary["xla_because"].startswith("auto: ")
     assert "one view:" in result.stdout
 
     # The trained checkpoint (optimizer and schedule included) loads in a fresh process and exports.

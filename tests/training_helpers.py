@@ -18,6 +18,7 @@ TINY_RUN = [
     "--channels-mlp-dim", "32",
     "--batch-size", "64",
     "--steps-per-execution", "1",
+    "--xla", "false",  # compiling this model costs more than XLA saves; one test runs the default (auto)
 ]  # fmt: skip
 
 

@@ -117,7 +117,11 @@ class ScheduleConfig:
 class DistributeConfig:
     strategy: str = _field("auto", one_of(STRATEGIES), STRATEGIES)
     precision: str = _field("float32", f"{one_of(PRECISIONS)} (mixed precision)", PRECISIONS)
-    xla: bool = _field(False, "compile the train step with XLA (slower on CPU; measure)")
+    xla: bool | None = _field(
+        None,
+        "compile the train step with XLA: true | false | auto (unset: on for a CPU with AVX-512 and no GPU, "
+        "off elsewhere, as measured; see training/machine.py)",
+    )
     steps_per_execution: int = _field(16, "train steps per graph call (less Python overhead)")
 
 
@@ -227,11 +231,16 @@ def _parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _parse_bool_or_auto(text):
+    """`_parse_bool`, or None for "auto": the run decides (a `bool | None` field)."""
+    return None if text.lower() == "auto" else _parse_bool(text)
+
+
 def _argument_type(annotation):
     inner = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     kind = inner[0]
     if kind is bool:
-        return _parse_bool
+        return _parse_bool_or_auto if type(None) in typing.get_args(annotation) else _parse_bool
     if kind in (int, float):
         return kind
     return str
@@ -250,7 +259,8 @@ def add_config_flags(parser):
         group = parser.add_argument_group(section or "run")
         for field in fields:
             flags = [_flag(field.name)] + (["--lr"] if field.name == "learning_rate" else [])
-            is_bool = _argument_type(field.type) is _parse_bool
+            is_bool = _argument_type(field.type) in (_parse_bool, _parse_bool_or_auto)
+            default = "auto" if _argument_type(field.type) is _parse_bool_or_auto else field.default
             group.add_argument(
                 *flags,
                 dest=f"{section}.{field.name}" if section else field.name,
@@ -259,7 +269,7 @@ def add_config_flags(parser):
                 default=argparse.SUPPRESS,
                 nargs="?" if is_bool else None,
                 const=True if is_bool else None,
-                help=f"{field.metadata['help']} [default: {field.default}, or the recipe's]",
+                help=f"{field.metadata['help']} [default: {default}, or the recipe's]",
             )
 
 

@@ -29,7 +29,7 @@ from training.files import (
     write_json_atomically,
 )
 from training.folders import write_splits
-from training.machine import machine_description
+from training.machine import machine_description, xla_for_training
 from training.quiet import add_verbose_flag, quiet_logs
 from training.run_lock import RunLock
 
@@ -148,7 +148,7 @@ def build_optimizer(config, steps_per_epoch):
 def compile_for_training(model, config, steps_per_epoch):
     """Compile `model` as a run with `config` trains it: the optimiser and schedule (`build_optimizer`), no
     weight decay on biases and norms, label-smoothed cross-entropy on logits, accuracy, and the run's
-    steps per execution and XLA setting."""
+    steps per execution and XLA (`--xla`, or by machine: `training.machine.xla_for_training`)."""
     import keras  # noqa: PLC0415
 
     optimizer = build_optimizer(config, steps_per_epoch)
@@ -158,7 +158,7 @@ def compile_for_training(model, config, steps_per_epoch):
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         steps_per_execution=min(config.distribute.steps_per_execution, steps_per_epoch),
-        jit_compile=config.distribute.xla,
+        jit_compile=xla_for_training(config.distribute.xla, config.distribute.precision)[0],
     )
     return model
 
@@ -340,6 +340,7 @@ def train(config, extra_layers=(), verbose="auto"):
             "weights_fingerprint": weights_fingerprint(model),
         }
         if chief:
+            xla, xla_because = xla_for_training(config.distribute.xla, config.distribute.precision)
             test = evaluate(run_dir, data_dir=config.data.data_dir)
             with open(os.path.join(run_dir, "best.json")) as file:
                 best_record = json.load(file)
@@ -370,6 +371,8 @@ def train(config, extra_layers=(), verbose="auto"):
                     # The run's precision as chosen (--precision; float32 unless asked): it is not switched
                     # by machine, as bf16 trained the default model no faster (README, "Performance").
                     "precision": config.distribute.precision,
+                    "xla": xla,
+                    "xla_because": xla_because,
                     "machine": machine_description(),
                 }
             )
