@@ -32,7 +32,7 @@ def xla_for_training(requested, precision="float32", cpu_flags=None, gpus=None):
 
     Auto follows what was measured on the AMD EPYC with AVX-512 (README, "Performance"): in float32,
     XLA trained the default model 1.3-1.4x faster through `model.fit` and S/16 1.17x faster per step;
-    in bfloat16 it made S/16 training 0.66x as fast (XLA's CPU matmuls do not use the bf16 units). On
+    in bfloat16 it made S/16 training 0.64x as fast (XLA's CPU matmuls miss oneDNN's bf16 rate). On
     the AMD EPYC with AVX2 only, float32 `fit` was no faster. So auto turns XLA on for float32 on a
     CPU with AVX-512 and no GPU, off elsewhere (GPUs are unmeasured by this project). One rule per
     CPU type keeps a seeded run deterministic on that type.
@@ -53,7 +53,7 @@ def xla_for_training(requested, precision="float32", cpu_flags=None, gpus=None):
     if gpus:
         return False, "auto: a GPU is visible (XLA there is unmeasured by this project)"
     if precision != "float32":
-        return False, f"auto: {precision} (XLA trained S/16 in bfloat16 0.66x as fast on the AVX-512 EPYC)"
+        return False, f"auto: {precision} (XLA trained S/16 in bfloat16 0.64x as fast on the AVX-512 EPYC)"
     if "avx512f" in cpu_flags:
         return True, "auto: float32 on a CPU with AVX-512, where XLA trained 1.2-1.4x faster"
     return False, "auto: a CPU without AVX-512, where XLA trained no faster"
