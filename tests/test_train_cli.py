@@ -25,9 +25,9 @@ def _evaluate_cli(model_dir, data_dir, *flags):
 
 def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     model_dir = tmp_path / "run"
-    result = run_train(
-        *TINY_RUN, "--xla", "auto", "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)
-    )
+    # This run keeps the default XLA choice (auto), where TINY_RUN turns it off.
+    flags = [*TINY_RUN, "--xla", "auto", "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)]
+    result = run_train(*flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
     for name in ("config.json", "best.keras", "best.json", "last.keras", "history.csv", "summary.json", "curves.png"):
@@ -69,7 +69,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert report["keras_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     assert "| saved_model |" in (tmp_path / "exports" / "tiny" / "1" / "assets" / "export_report.md").read_text()
 
-    again = run_train(*TINY_RUN, "--epochs", "2", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir))
+    again = run_train(*flags)
     assert again.returncode == 0 and "already holds this finished run" in again.stdout
     assert _history_epochs(model_dir) == [0, 1]  # not trained twice
 
