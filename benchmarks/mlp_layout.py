@@ -1,6 +1,6 @@
 """A/B of MLP layouts: 2-D matmuls (the package), Keras' 3-D `Dense`, ReLU, token mixing without transposes.
 
-    python -m benchmarks.mlp_layout [--pairs 2] [--repeats 15] [--variants 2d,3d,relu,contract]
+    python -m benchmarks.mlp_layout [--pairs 2] [--repeats 15] [--variants 2d,3d,relu]   # or add contract
                                     [--preset fashion] [--precision float32] [--train-batch 128]
                                     [--forward-batch 128] [--steps 8] [--json benchmarks/mlp_layout.json]
 
@@ -94,16 +94,17 @@ def _measure(variant, settings):
 
 def _settings_problems(args):
     """One line per flag that cannot work, before any process starts."""
-    from benchmarks.run import FASHION  # noqa: PLC0415
-    from keras_mixer.presets import PRESETS  # noqa: PLC0415
+    from benchmarks.run import model_config  # noqa: PLC0415
 
     problems = [
         f"--{flag.replace('_', '-')} must be >= 1. Received: {getattr(args, flag)}"
         for flag in ("pairs", "repeats", "train_batch", "forward_batch", "steps")
         if getattr(args, flag) < 1
     ]
-    if args.preset != FASHION and args.preset not in PRESETS:
-        problems.append(f"--preset must be {FASHION!r} or one of {sorted(PRESETS)}. Received: {args.preset!r}")
+    try:
+        model_config(args.preset)
+    except ValueError as error:
+        problems.append(f"--preset: {error}")
     return problems
 
 
@@ -130,8 +131,9 @@ def main(argv=None):
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if "2d" not in variants or not set(variants) <= set(VARIANTS):
         parser.error(f"--variants must include 2d and name only {VARIANTS}. Received: {args.variants!r}")
-    for problem in _settings_problems(args):
-        parser.error(problem)
+    problems = _settings_problems(args)
+    if problems:
+        parser.error("; ".join(problems))
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
     runs = []
     for _ in range(args.pairs):

@@ -96,26 +96,25 @@ def main(argv=None):
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
-    from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from benchmarks.run import build_model, compiled_train_steps, model_config, synthetic_images  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
 
     if args.batch_size < 1:
         print(f"error: --batch-size must be >= 1. Received: {args.batch_size}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        model, config = build_model(args.preset, args.precision)
+        config = model_config(args.preset)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.training:
+    if args.training:  # the step builds its own model, optimiser and loss
         import tensorflow as tf  # noqa: PLC0415
-
-        from benchmarks.run import compiled_train_steps  # noqa: PLC0415
 
         train = compiled_train_steps(config, args.batch_size, args.precision)
         one = tf.constant(1)
         rows = profile_by_op_type(lambda: train(one).numpy())
     else:
+        model, _ = build_model(args.preset, args.precision)
         rows = op_breakdown(model, synthetic_images(config, args.batch_size))
     what = "training step" if args.training else "forward pass"
     print_breakdown(rows, f"{args.preset}, batch {args.batch_size}, {args.precision}, {what}")

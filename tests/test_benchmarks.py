@@ -69,6 +69,14 @@ def test_the_token_contraction_variant_computes_the_package_function_and_is_time
     assert rates["train"] > 0 and rates["forward"] > 0
 
 
+def test_the_layout_ab_refuses_bad_flags_in_one_message_before_any_process(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mlp_layout.main(["--preset", "mixer_z9", "--steps", "0", "--variants", "2d,contract"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "--steps must be >= 1. Received: 0" in message and "unknown model 'mixer_z9'" in message
+
+
 def test_unknown_models_and_rows_are_refused():
     result = run_module("benchmarks.run", "--presets", "mixer_z9", "--rows", "keras,onnx")
     assert result.returncode == 2

@@ -42,7 +42,7 @@ def test_flags_override_the_recipe():
     assert config.model.hidden_dim == 64 and config.distribute.xla is True and config.data.cache is False
 
 
-def test_xla_is_auto_unless_asked_for():
+def test_xla_is_auto_unless_asked_for(capsys):
     assert _parse().distribute.xla is None
     assert _parse("--xla", "auto").distribute.xla is None
     assert _parse("--xla", "false").distribute.xla is False and _parse("--xla", "on").distribute.xla is True
@@ -55,6 +55,10 @@ def test_xla_is_auto_unless_asked_for():
     assert xla_for_training(True, "bfloat16", cpu_flags=["avx2"], gpus=[])[0] is True
     with pytest.raises(SystemExit):
         _parse("--xla", "sometimes")
+    assert "--xla: expected true, false or auto, got 'sometimes'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse("--cache", "auto")  # a plain bool has no auto
+    assert "--cache: expected true or false, got 'auto'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

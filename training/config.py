@@ -119,8 +119,8 @@ class DistributeConfig:
     precision: str = _field("float32", f"{one_of(PRECISIONS)} (mixed precision)", PRECISIONS)
     xla: bool | None = _field(
         None,
-        "compile the train step with XLA: true | false | auto (unset: on for a CPU with AVX-512 and no GPU, "
-        "off elsewhere, as measured; see training/machine.py)",
+        "compile the train step with XLA: true | false | auto (the machine and precision decide, as measured: "
+        "training.machine.xla_for_training; summary.json says what was chosen and why)",
     )
     steps_per_execution: int = _field(16, "train steps per graph call (less Python overhead)")
 
@@ -233,7 +233,12 @@ def _parse_bool(text):
 
 def _parse_bool_or_auto(text):
     """`_parse_bool`, or None for "auto": the run decides (a `bool | None` field)."""
-    return None if text.lower() == "auto" else _parse_bool(text)
+    if text.lower() == "auto":
+        return None
+    try:
+        return _parse_bool(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}") from None
 
 
 def _argument_type(annotation):
@@ -259,12 +264,13 @@ def add_config_flags(parser):
         group = parser.add_argument_group(section or "run")
         for field in fields:
             flags = [_flag(field.name)] + (["--lr"] if field.name == "learning_rate" else [])
-            is_bool = _argument_type(field.type) in (_parse_bool, _parse_bool_or_auto)
-            default = "auto" if _argument_type(field.type) is _parse_bool_or_auto else field.default
+            parse = _argument_type(field.type)
+            is_bool = parse in (_parse_bool, _parse_bool_or_auto)
+            default = "auto" if parse is _parse_bool_or_auto else field.default
             group.add_argument(
                 *flags,
                 dest=f"{section}.{field.name}" if section else field.name,
-                type=_argument_type(field.type),
+                type=parse,
                 choices=field.metadata.get("choices"),
                 default=argparse.SUPPRESS,
                 nargs="?" if is_bool else None,
