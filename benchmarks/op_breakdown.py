@@ -6,7 +6,8 @@
 Runs the model's forward pass in a `tf.function` under the TF profiler and sums the executed ops'
 times by type (`_MklNativeFusedMatMul` is a matmul with its bias, and GELU when oneDNN fused it;
 `Cast`, `Mul`, `SquaredDifference`, `Mean` and `AddN` are mostly LayerNorm and mixed-precision
-casts). What ran is what counts: the names come from the trace, not from the Python graph.
+casts; `XLA (compiled function)` is the fused layer norm of inference, `keras_mixer/fused_norm.py`).
+What ran is what counts: the names come from the trace, not from the Python graph.
 `benchmarks.run` stores this table for S/16 and B/16 in its JSON (row group `breakdown`).
 `--training` profiles one step of the default run's optimiser and loss instead: the backward matmuls
 (`_MklMatMul`, `BiasAddGrad`), the optimiser's and the gradient clipping's element-wise ops.
@@ -24,6 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
+XLA_RUN_EVENT = "CpuExecutable::ExecuteAsyncOnStream"  # its inner fusions are not TF ops and are not counted
+XLA_OP_TYPE = "XLA (compiled function)"
+
 
 def _executed_ops(trace_folder):
     """(op type, node name, seconds) of every op the trace saw run on the CPU's compute threads."""
@@ -39,6 +43,9 @@ def _executed_ops(trace_folder):
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
+                if name == XLA_RUN_EVENT:  # an XLA-compiled function (the fused layer norm) as one op
+                    yield XLA_OP_TYPE, "xla", event.duration_ps * 1e-12
+                    continue
                 node, _, op_type = name.rpartition(":")
                 # Executor bookkeeping ("ExecutorState::Process") and thread-pool markers are not ops.
                 if node and "::" not in name:

@@ -6,7 +6,8 @@
 
 For each model (paper presets at 224 px, and `fashion` = the default Fashion-MNIST Mixer) it
 measures the GEMM limit (float32 and bfloat16 matmuls of the model's own shapes), inference
-(Keras graph, `model.predict` on NumPy, Keras + XLA, the exported SavedModel in float32 and
+(Keras graph, and beside it the same graph with Keras' unfused layer norm, `model.predict` on NumPy,
+Keras + XLA, the exported SavedModel in float32 and
 bfloat16, TFLite float32 / float16 / dynamic int8 / int8 at batch 1, the mixed_bfloat16 policy),
 training steps (synthetic batches, float32 and bfloat16; the real tfds pipeline for `fashion`), a
 per-op time breakdown (`benchmarks/op_breakdown.py`) and, with `--peer`, timm's rows (float32 and
@@ -304,6 +305,7 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
 
     from benchmarks.op_breakdown import op_breakdown  # noqa: PLC0415
     from keras_mixer.export import with_precision  # noqa: PLC0415
+    from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
 
     model, config = build_model(name)
     bf16_model = with_precision(model, "bfloat16") if "bfloat16" in rows_wanted else None
@@ -320,6 +322,9 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
         if "keras" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats)
             rows.append(_row("keras", rates, config, batch_size, limit32, latencies))
+            with portable_graph():  # the before: Keras' own layer norm op (keras_mixer/fused_norm.py)
+                rates, latencies = keras_inference(model, config, batch_size, repeats)
+            rows.append(_row("keras_unfused_norm", rates, config, batch_size, limit32, latencies))
         if with_peer:
             rows += _peer_rows(peer, PEER_INFERENCE["float32"], name, batch_size, repeats, config, limit32["max"])
         if "predict" in rows_wanted:
@@ -337,6 +342,9 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
         if bf16_model is not None:
             rates, latencies = keras_inference(bf16_model, config, batch_size, repeats)
             rows.append(_row("keras_bfloat16", rates, config, batch_size, limit16, latencies))
+            with portable_graph():
+                rates, latencies = keras_inference(bf16_model, config, batch_size, repeats)
+            rows.append(_row("keras_bfloat16_unfused_norm", rates, config, batch_size, limit16, latencies))
             if with_peer:
                 kinds = PEER_INFERENCE["bfloat16"]
                 rows += _peer_rows(peer, kinds, name, batch_size, repeats, config, limit16["max"])
@@ -453,6 +461,12 @@ def check_targets(results, agreement, cpu_flags=()):
                 0.9,
             )
             add(f"{name} SavedModel b32 / fastest Keras path", _ratio(median("saved_model"), fastest), 0.95)
+            for prefix in ("keras", "keras_bfloat16"):
+                add(
+                    f"{name} {prefix} b32, fused / Keras' unfused layer norm (stated as measured)",
+                    _ratio(median(prefix), median(f"{prefix}_unfused_norm")),
+                    None,
+                )
             bf16 = next((r for r in rows if r["row"] == "keras_bfloat16" and r["batch_size"] == 32), None)
             add(
                 f"{name} bfloat16 inference b32 / bf16 GEMM limit", bf16 and bf16["fraction_of_limit"], 0.75, "bfloat16"

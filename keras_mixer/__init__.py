@@ -18,6 +18,7 @@ from keras_mixer.checkpoints import (
     resize_token_mixing,
     save_official_weights,
 )
+from keras_mixer.fused_norm import portable_graph
 from keras_mixer.model import MLPMixer
 from keras_mixer.presets import PRESETS, PUBLISHED_WEIGHTS
 from keras_mixer.weights import WeightsDownloadError, download_weights, imagenet1k_class_names
@@ -39,6 +40,7 @@ __all__ = [
     "interpolate_token_mixing",
     "layers",
     "load_official_weights",
+    "portable_graph",
     "read_official_checkpoint",
     "resize_token_mixing",
     "save_official_weights",

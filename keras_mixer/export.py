@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_mixer.atomic import write_bytes_atomically, write_text_atomically
+from keras_mixer.fused_norm import portable_graph
 
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "int8")
 SAVED_MODEL_PRECISIONS = ("float32", "bfloat16")
@@ -196,12 +197,13 @@ def write_saved_model(model, folder, class_names, top_k, precision="float32"):
 
     model = with_precision(model, precision)
     predict, predict_bytes = _serving_functions(model, class_names, top_k)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", predict, input_signature=[tf.TensorSpec(None, tf.float32)])
-    archive.add_endpoint("serving_uint8", predict, input_signature=[tf.TensorSpec(None, tf.uint8)])
-    archive.add_endpoint("serving_bytes", predict_bytes, input_signature=[tf.TensorSpec((None,), tf.string)])
-    archive.write_out(folder, verbose=False)
+    with portable_graph():  # TF Serving runs no XLA-compiled functions by default
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", predict, input_signature=[tf.TensorSpec(None, tf.float32)])
+        archive.add_endpoint("serving_uint8", predict, input_signature=[tf.TensorSpec(None, tf.uint8)])
+        archive.add_endpoint("serving_bytes", predict_bytes, input_signature=[tf.TensorSpec((None,), tf.string)])
+        archive.write_out(folder, verbose=False)
     write_class_names(os.path.join(folder, "assets"), class_names)
 
 

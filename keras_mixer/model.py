@@ -17,8 +17,10 @@ from keras_mixer.arguments import (
 from keras_mixer.array_input import array_dataset
 from keras_mixer.checkpoints import load_official_weights, read_official_checkpoint, resized_config
 from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
+from keras_mixer.fused_norm import portable_graph
 from keras_mixer.layers import (
     PACKAGE,
+    LayerNorm,
     MixerBlock,
     PatchEmbedding,
     _pair,
@@ -125,7 +127,7 @@ class MLPMixer(keras.Model):
                 activation=activation,
                 name=f"MixerBlock_{index}",
             )(x)
-        x = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="pre_head_layer_norm", dtype=safe_dtype)(x)
+        x = LayerNorm(epsilon=layer_norm_epsilon, name="pre_head_layer_norm", dtype=safe_dtype)(x)
         if pooling == "avg":
             x = keras.layers.GlobalAveragePooling1D(name="pooling", dtype=safe_dtype)(x)
         elif pooling == "max":
@@ -194,6 +196,12 @@ class MLPMixer(keras.Model):
         if dataset is not None:
             x, batch_size = dataset, None
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """`keras.Model.export`, traced inside `portable_graph()`: the artefact holds no XLA-compiled
+        functions, so TF Serving (without `--xla_cpu_compilation_enabled`) and converters run it."""
+        with portable_graph():
+            return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
     def flip_averaged(self):
         """A copy of this model, same weights, whose output averages each image with its mirror image.

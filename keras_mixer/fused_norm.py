@@ -1,0 +1,88 @@
+"""The fused layer norm behind `layers.LayerNorm` at TensorFlow inference, and `portable_graph()`.
+
+TensorFlow's graph runtime has no fused layer norm: Keras' formula runs as about seven full passes
+over the activations (cast, two means, a squared difference, a scale, a shift, a cast back). Here the
+norm is one small XLA-compiled function instead, which fuses those passes while the matmuls around
+it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26) it made the S/16 forward pass
+1.06-1.10x faster in float32 and bfloat16, and the default Fashion model's 1.18x (batch 128) and
+1.56x (batch 1). Training is no faster with it (measured 0.95x), so training keeps Keras' op.
+
+SavedModels must not carry XLA-compiled functions: TF Serving refuses them unless it was started with
+`--xla_cpu_compilation_enabled`. Graphs traced inside `portable_graph()` use Keras' op;
+`keras_mixer.export.export_saved_model` and `MLPMixer.export` trace inside it. (The TFLite converter
+inlines the compiled function into builtin ops, so TFLite exports need no such care.)
+"""
+
+import contextlib
+import contextvars
+import functools
+
+import keras
+
+_PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
+
+
+@contextlib.contextmanager
+def portable_graph():
+    """Trace graphs that any TensorFlow runtime runs, TF Serving included: no XLA-compiled norms.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_mixer.layers import LayerNorm
+    >>> with portable_graph():
+    ...     tuple(LayerNorm()(np.ones((2, 3, 4), "float32")).shape)
+    (2, 3, 4)
+    """
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)
+
+
+def fused_inference_applies(norm, inputs, training):
+    """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` on `inputs` in this call.
+
+    All must hold: the TensorFlow backend, inference (`training` falsy), no GPU visible to TensorFlow
+    (unmeasured there), the last axis only, `center` and `scale` on, no `rms_scaling`, and not
+    inside `portable_graph()`.
+    """
+    axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
+    rank = len(inputs.shape)
+    return (
+        not training
+        and keras.backend.backend() == "tensorflow"
+        and not _PORTABLE.get()
+        and [axis % rank for axis in axes] == [rank - 1]
+        and norm.center
+        and norm.scale
+        and not norm.rms_scaling
+        and not _machine_has_gpu()
+    )
+
+
+def fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
+    """Layer norm over the last axis, statistics and affine in float32, as one XLA-compiled call."""
+    return _compiled_norm()(inputs, gamma, beta, float(epsilon), output_dtype)
+
+
+@functools.cache
+def _compiled_norm():
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def norm(x, gamma, beta, epsilon, output_dtype):
+        x = tf.cast(x, tf.float32)
+        centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+        variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
+        scale = tf.math.rsqrt(variance + epsilon) * tf.cast(gamma, tf.float32)
+        return tf.cast(centered * scale + tf.cast(beta, tf.float32), output_dtype)
+
+    return norm
+
+
+@functools.cache
+def _machine_has_gpu():
+    import tensorflow as tf  # noqa: PLC0415
+
+    return bool(tf.config.list_logical_devices("GPU"))

@@ -1,0 +1,124 @@
+"""`layers.LayerNorm` and `fused_norm`: the fused path computes the paper's layer norm, runs where it should
+(TensorFlow inference) and nowhere else (training, exports, other axes)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from keras_mixer import MLPMixer
+from keras_mixer.export import write_saved_model
+from keras_mixer.fused_norm import fused_inference_applies, portable_graph
+from keras_mixer.layers import LayerNorm
+from tests.model_checks import run_layer_checks
+from tests.reference_mixer import layer_norm
+
+TINY = dict(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=8,
+            tokens_mlp_dim=4, channels_mlp_dim=16)  # fmt: skip
+
+
+def _norm_with_random_affine(shape, seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    norm = LayerNorm(epsilon=1e-6, **kwargs)
+    norm.build(shape)
+    norm.gamma.assign(1 + 0.3 * rng.standard_normal(norm.gamma.shape))
+    norm.beta.assign(0.3 * rng.standard_normal(norm.beta.shape))
+    return norm
+
+
+def _xla_marked(graph_def):
+    """Names of the functions and call nodes marked for XLA compilation in a GraphDef."""
+    marked = [node.name for node in graph_def.node if node.attr["_XlaMustCompile"].b]
+    for function in graph_def.library.function:
+        if function.attr["_XlaMustCompile"].b:
+            marked.append(function.signature.name)
+        marked += [node.name for node in function.node_def if node.attr["_XlaMustCompile"].b]
+    return marked
+
+
+def _traced(norm, x, training):
+    return tf.function(lambda t: norm(t, training=training)).get_concrete_function(tf.constant(x)).graph.as_graph_def()
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 6), (3, 5), (1, 1, 16)])
+def test_fused_inference_is_the_float64_layer_norm(shape):
+    x = (np.random.default_rng(1).standard_normal(shape) * 3 + 2).astype("float32")
+    norm = _norm_with_random_affine(shape)
+    gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
+    expected = layer_norm(x.astype("float64"), gamma, beta)
+    assert _xla_marked(_traced(norm, x, training=False)), "the fused path did not run"
+    eager = keras.ops.convert_to_numpy(norm(x, training=False))
+    graph = tf.function(lambda t: norm(t, training=False))(tf.constant(x)).numpy()
+    for out in (eager, graph):
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    with portable_graph():
+        portable = tf.function(lambda t: norm(t, training=False))(tf.constant(x)).numpy()
+    np.testing.assert_allclose(portable, expected, rtol=1e-5, atol=1e-5)
+    run_layer_checks(norm, x, tolerance=1e-5)
+
+
+def test_bfloat16_inputs_are_normalised_in_float32():
+    x = np.random.default_rng(2).standard_normal((2, 9, 8)).astype("float32") * 50 + 1000  # large offset
+    norm = _norm_with_random_affine(x.shape)
+    gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
+    x16 = tf.cast(tf.constant(x), tf.bfloat16)
+    out = keras.ops.convert_to_numpy(norm(x16, training=False))  # the layer autocasts to its float32
+    expected = layer_norm(tf.cast(x16, tf.float64).numpy(), gamma, beta)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_training_gradients_and_other_settings_use_keras_op():
+    x = np.random.default_rng(3).standard_normal((2, 5, 4)).astype("float32")
+    norm = _norm_with_random_affine(x.shape)
+    assert not _xla_marked(_traced(norm, x, training=True))
+    with portable_graph():
+        assert not _xla_marked(_traced(norm, x, training=False))
+    assert _xla_marked(_traced(norm, x, training=False))  # the context was left
+    for kwargs in ({"axis": 1}, {"axis": [1, 2]}, {"center": False}, {"scale": False}):
+        other = LayerNorm(**kwargs)
+        assert not fused_inference_applies(other, x, training=False), kwargs
+    assert fused_inference_applies(LayerNorm(axis=2), x, training=False)  # axis 2 is the last axis
+
+    x_tensor = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tensor)
+        loss = tf.reduce_sum(norm(x_tensor, training=True) * tf.range(4, dtype=tf.float32))
+    gradient = tape.gradient(loss, x_tensor).numpy()
+    # Reference: central differences of the float64 formula.
+    gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
+
+    def f(z):
+        return (layer_norm(z, gamma, beta) * np.arange(4)).sum()
+
+    numeric = np.zeros_like(x, dtype="float64")
+    for index in np.ndindex(x.shape):
+        step = np.zeros_like(numeric)
+        step[index] = 1e-5
+        numeric[index] = (f(x + step) - f(x - step)) / 2e-5
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-3, atol=1e-3)
+
+
+def _saved_model_xla_marked(folder):
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(folder, "saved_model.pb"), "rb") as file:
+        proto.ParseFromString(file.read())
+    return [name for graph in proto.meta_graphs for name in _xla_marked(graph.graph_def)]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_saved_models_carry_no_xla_compiled_function(tmp_path, precision):
+    # TF Serving refuses XLA-compiled functions unless started with --xla_cpu_compilation_enabled.
+    model = MLPMixer(**TINY)
+    images = np.random.default_rng(4).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
+    model.predict(images, verbose=0)  # traces the fused path first: the exports must not reuse it
+    write_saved_model(model, str(tmp_path / "ours"), ["a", "b", "c"], top_k=2, precision=precision)
+    assert _saved_model_xla_marked(str(tmp_path / "ours")) == []
+    if precision == "float32":
+        model.export(str(tmp_path / "keras_export"), verbose=False)
+        assert _saved_model_xla_marked(str(tmp_path / "keras_export")) == []
+        unguarded = tf.function(lambda t: model(t, training=False)).get_concrete_function(tf.constant(images))
+        assert _xla_marked(unguarded.graph.as_graph_def()), "a direct trace should have used the fused path"
