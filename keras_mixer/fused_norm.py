@@ -1,4 +1,4 @@
-"""The fused layer norm behind `layers.LayerNorm` at TensorFlow inference, and `portable_graph()`.
+"""The fused layer norm behind `layers.LayerNormalization` at TensorFlow inference, and `portable_graph()`.
 
 TensorFlow's graph runtime has no fused layer norm: Keras' formula runs as about seven full passes
 over the activations (cast, two means, a squared difference, a scale, a shift, a cast back). Here the
@@ -28,9 +28,9 @@ def portable_graph():
 
     Example:
     >>> import numpy as np
-    >>> from keras_mixer.layers import LayerNorm
+    >>> from keras_mixer.layers import LayerNormalization
     >>> with portable_graph():
-    ...     tuple(LayerNorm()(np.ones((2, 3, 4), "float32")).shape)
+    ...     tuple(LayerNormalization()(np.ones((2, 3, 4), "float32")).shape)
     (2, 3, 4)
     """
     token = _PORTABLE.set(True)

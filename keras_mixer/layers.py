@@ -3,13 +3,13 @@
 Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
 
     PatchEmbedding   image (N, H, W, C_in) -> tokens (N, S, C)       the "stem"
-    LayerNorm        Keras' LayerNormalization, fused at TensorFlow inference
+    LayerNormalization  Keras' own, fused at TensorFlow inference
     MlpBlock         Dense(mlp_dim) -> GELU -> Dense(in_dim)          used for both mixings
     DropPath         per-sample stochastic depth on a residual branch
     MixerBlock       x += T(MLP_tokens(T(LN(x))));  x += MLP_channels(LN(x))
 
 Only `keras.ops` / `keras.layers` are used, so every layer runs on the TensorFlow, JAX and
-PyTorch backends (`LayerNorm` adds a TensorFlow-only fused kernel for inference, `fused_norm.py`).
+PyTorch backends (`LayerNormalization` adds a TensorFlow-only fused kernel for inference, `fused_norm.py`).
 Sub-layer names mirror the official Flax checkpoint (`token_mixing/Dense_0`, `LayerNorm_1`, ...),
 which makes weight conversion a rename table (see `checkpoints.py`).
 The model assembly (pre-head norm, pooling, head) lives in `model.py`.
@@ -55,7 +55,7 @@ def mixed_precision_safe_dtype(dtype_policy):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class LayerNorm(keras.layers.LayerNormalization):
+class LayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization`: same arguments, weights and math; fused at TF inference.
 
     On the TensorFlow backend at inference on a CPU, the norm runs as one XLA-compiled function
@@ -64,10 +64,13 @@ class LayerNorm(keras.layers.LayerNormalization):
 
     Example:
     >>> import numpy as np
-    >>> y = LayerNorm(epsilon=1e-6)(np.array([[[1.0, 2.0, 3.0]]], "float32"))
+    >>> y = LayerNormalization(epsilon=1e-6)(np.array([[[1.0, 2.0, 3.0]]], "float32"))
     >>> [round(float(value), 4) for value in keras.ops.convert_to_numpy(y)[0, 0]]
     [-1.2247, 0.0, 1.2247]
     """
+
+    # Named as Keras' class on purpose: a `.keras` file keeps a functional model's layers under their
+    # class names in snake case, so files written with Keras' own class here still load.
 
     def call(self, inputs, training=None):
         if not fused_inference_applies(self, inputs, training):
@@ -268,9 +271,9 @@ class MixerBlock(keras.layers.Layer):
         mlp = dict(
             gelu_approximate=gelu_approximate, dropout_rate=dropout_rate, activation=activation, dtype=self.dtype_policy
         )
-        self.layer_norm_0 = LayerNorm(epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=norm_dtype)
+        self.layer_norm_0 = LayerNormalization(epsilon=self.layer_norm_epsilon, name="LayerNorm_0", dtype=norm_dtype)
         self.token_mixing = MlpBlock(self.tokens_mlp_dim, name="token_mixing", **mlp)
-        self.layer_norm_1 = LayerNorm(epsilon=self.layer_norm_epsilon, name="LayerNorm_1", dtype=norm_dtype)
+        self.layer_norm_1 = LayerNormalization(epsilon=self.layer_norm_epsilon, name="LayerNorm_1", dtype=norm_dtype)
         self.channel_mixing = MlpBlock(self.channels_mlp_dim, name="channel_mixing", **mlp)
         self.drop_path = DropPath(self.drop_path_rate, dtype=self.dtype_policy)
 

@@ -20,7 +20,7 @@ from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
 from keras_mixer.fused_norm import portable_graph
 from keras_mixer.layers import (
     PACKAGE,
-    LayerNorm,
+    LayerNormalization,
     MixerBlock,
     PatchEmbedding,
     _pair,
@@ -127,7 +127,7 @@ class MLPMixer(keras.Model):
                 activation=activation,
                 name=f"MixerBlock_{index}",
             )(x)
-        x = LayerNorm(epsilon=layer_norm_epsilon, name="pre_head_layer_norm", dtype=safe_dtype)(x)
+        x = LayerNormalization(epsilon=layer_norm_epsilon, name="pre_head_layer_norm", dtype=safe_dtype)(x)
         if pooling == "avg":
             x = keras.layers.GlobalAveragePooling1D(name="pooling", dtype=safe_dtype)(x)
         elif pooling == "max":

@@ -1,4 +1,4 @@
-"""`layers.LayerNorm` and `fused_norm`: the fused path computes the paper's layer norm, runs where it should
+"""`layers.LayerNormalization` and `fused_norm`: the fused path computes the paper's layer norm, runs where it should
 (TensorFlow inference) and nowhere else (training, exports, other axes)."""
 
 import os
@@ -12,7 +12,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from keras_mixer import MLPMixer
 from keras_mixer.export import write_saved_model
 from keras_mixer.fused_norm import fused_inference_applies, portable_graph
-from keras_mixer.layers import LayerNorm
+from keras_mixer.layers import LayerNormalization
 from tests.model_checks import run_layer_checks
 from tests.reference_mixer import layer_norm
 
@@ -22,7 +22,7 @@ TINY = dict(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_block
 
 def _norm_with_random_affine(shape, seed=0, **kwargs):
     rng = np.random.default_rng(seed)
-    norm = LayerNorm(epsilon=1e-6, **kwargs)
+    norm = LayerNormalization(epsilon=1e-6, **kwargs)
     norm.build(shape)
     norm.gamma.assign(1 + 0.3 * rng.standard_normal(norm.gamma.shape))
     norm.beta.assign(0.3 * rng.standard_normal(norm.beta.shape))
@@ -79,9 +79,9 @@ def test_training_gradients_and_other_settings_use_keras_op():
         assert not _xla_marked(_traced(norm, x, training=False))
     assert _xla_marked(_traced(norm, x, training=False))  # the context was left
     for kwargs in ({"axis": 1}, {"axis": [1, 2]}, {"center": False}, {"scale": False}):
-        other = LayerNorm(**kwargs)
+        other = LayerNormalization(**kwargs)
         assert not fused_inference_applies(other, x, training=False), kwargs
-    assert fused_inference_applies(LayerNorm(axis=2), x, training=False)  # axis 2 is the last axis
+    assert fused_inference_applies(LayerNormalization(axis=2), x, training=False)  # axis 2 is the last axis
 
     x_tensor = tf.constant(x)
     with tf.GradientTape() as tape:
@@ -122,3 +122,14 @@ def test_saved_models_carry_no_xla_compiled_function(tmp_path, precision):
         assert _saved_model_xla_marked(str(tmp_path / "keras_export")) == []
         unguarded = tf.function(lambda t: model(t, training=False)).get_concrete_function(tf.constant(images))
         assert _xla_marked(unguarded.graph.as_graph_def()), "a direct trace should have used the fused path"
+
+
+def test_a_keras_file_written_before_the_fused_norm_loads_and_predicts_the_same():
+    # Written by keras-mixer 07abe31 (Keras' own LayerNormalization before the pre-head): a `.keras` file
+    # keeps a functional model's layers under their class names, which this one must still match.
+    folder = os.path.join(os.path.dirname(__file__), "data")
+    model = keras.saving.load_model(os.path.join(folder, "mixer_before_fused_norm.keras"))
+    saved = np.load(os.path.join(folder, "mixer_before_fused_norm.npz"))
+    assert isinstance(model.get_layer("pre_head_layer_norm"), LayerNormalization)
+    np.testing.assert_allclose(model.predict(saved["images"], verbose=0), saved["outputs"], rtol=1e-5, atol=1e-5)
+    assert model.class_names == ["a", "b", "c"]
