@@ -3,9 +3,10 @@
 TensorFlow's graph runtime has no fused layer norm: Keras' formula runs as about seven full passes
 over the activations (cast, two means, a squared difference, a scale, a shift, a cast back). Here the
 norm is one small XLA-compiled function instead, which fuses those passes while the matmuls around
-it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26) it made the S/16 forward pass
-1.06-1.10x faster in float32 and bfloat16, and the default Fashion model's 1.18x (batch 128) and
-1.56x (batch 1). Training is no faster with it (measured 0.95x), so training keeps Keras' op.
+it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26), S/16 at 224 px, the fused
+forward pass ran 1.02-1.05x the unfused one in float32 and 1.07-1.18x in mixed bfloat16 at batch 32
+(1.02-1.05x at batch 1). Small norms stay unfused (`MIN_ELEMENTS_PER_EXAMPLE`). Training is no faster
+with it (a step measured 0.95x), so training keeps Keras' op.
 
 SavedModels must not carry XLA-compiled functions: TF Serving refuses them unless it was started with
 `--xla_cpu_compilation_enabled`. Graphs traced inside `portable_graph()` use Keras' op;
@@ -16,10 +17,16 @@ inlines the compiled function into builtin ops, so TFLite exports need no such c
 import contextlib
 import contextvars
 import functools
+import math
 
 import keras
 
 _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
+
+# Below this many elements per example the XLA call's fixed cost (about 70 us on the EPYC) outweighs
+# the passes it saves: the default Fashion model (16 x 128 per image) ran 0.73x fused at batch 1 and
+# 1.02x at batch 32. The 224-px /16 and /14 presets (S/16: 196 x 512) are above it.
+MIN_ELEMENTS_PER_EXAMPLE = 65_536
 
 
 @contextlib.contextmanager
@@ -44,16 +51,18 @@ def fused_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` on `inputs` in this call.
 
     All must hold: the TensorFlow backend, inference (`training` falsy), no GPU visible to TensorFlow
-    (unmeasured there), the last axis only, `center` and `scale` on, no `rms_scaling`, and not
-    inside `portable_graph()`.
+    (unmeasured there), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE` elements per example
+    (known when traced), `center` and `scale` on, no `rms_scaling`, and not inside `portable_graph()`.
     """
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
+    per_example = math.prod(dim or 0 for dim in inputs.shape[1:])  # an unknown size counts as 0
     return (
         not training
         and keras.backend.backend() == "tensorflow"
         and not _PORTABLE.get()
         and [axis % rank for axis in axes] == [rank - 1]
+        and per_example >= MIN_ELEMENTS_PER_EXAMPLE
         and norm.center
         and norm.scale
         and not norm.rms_scaling

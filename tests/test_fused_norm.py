@@ -1,6 +1,7 @@
 """`layers.LayerNormalization` and `fused_norm`: the fused path computes the paper's layer norm, runs where it should
 (TensorFlow inference) and nowhere else (training, exports, other axes)."""
 
+import math
 import os
 
 import keras
@@ -9,15 +10,18 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from benchmarks.op_breakdown import XLA_OP_TYPE, op_breakdown
 from keras_mixer import MLPMixer
 from keras_mixer.export import write_saved_model
-from keras_mixer.fused_norm import fused_inference_applies, portable_graph
+from keras_mixer.fused_norm import MIN_ELEMENTS_PER_EXAMPLE, fused_inference_applies, portable_graph
 from keras_mixer.layers import LayerNormalization
 from tests.model_checks import run_layer_checks
 from tests.reference_mixer import layer_norm
 
-TINY = dict(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=8,
-            tokens_mlp_dim=4, channels_mlp_dim=16)  # fmt: skip
+# Small but with norms of MIN_ELEMENTS_PER_EXAMPLE (256 tokens x 256 channels), so the fused path runs.
+FUSED_SIZED = dict(num_classes=3, image_size=64, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=256,
+                   tokens_mlp_dim=8, channels_mlp_dim=16)  # fmt: skip
+BIG = (2, 256, 256)  # 65,536 elements per example
 
 
 def _norm_with_random_affine(shape, seed=0, **kwargs):
@@ -43,13 +47,14 @@ def _traced(norm, x, training):
     return tf.function(lambda t: norm(t, training=training)).get_concrete_function(tf.constant(x)).graph.as_graph_def()
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 6), (3, 5), (1, 1, 16)])
-def test_fused_inference_is_the_float64_layer_norm(shape):
+@pytest.mark.parametrize("shape", [BIG, (1, MIN_ELEMENTS_PER_EXAMPLE), (2, 7, 6)])
+def test_inference_is_the_float64_layer_norm_fused_or_not(shape):
     x = (np.random.default_rng(1).standard_normal(shape) * 3 + 2).astype("float32")
     norm = _norm_with_random_affine(shape)
     gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
     expected = layer_norm(x.astype("float64"), gamma, beta)
-    assert _xla_marked(_traced(norm, x, training=False)), "the fused path did not run"
+    fused = math.prod(shape[1:]) >= MIN_ELEMENTS_PER_EXAMPLE
+    assert bool(_xla_marked(_traced(norm, x, training=False))) == fused
     eager = keras.ops.convert_to_numpy(norm(x, training=False))
     graph = tf.function(lambda t: norm(t, training=False))(tf.constant(x)).numpy()
     for out in (eager, graph):
@@ -62,27 +67,34 @@ def test_fused_inference_is_the_float64_layer_norm(shape):
 
 
 def test_bfloat16_inputs_are_normalised_in_float32():
-    x = np.random.default_rng(2).standard_normal((2, 9, 8)).astype("float32") * 50 + 1000  # large offset
+    x = np.random.default_rng(2).standard_normal(BIG).astype("float32") * 50 + 1000  # large offset
     norm = _norm_with_random_affine(x.shape)
     gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
     x16 = tf.cast(tf.constant(x), tf.bfloat16)
+    assert _xla_marked(_traced(norm, x16, training=False))
     out = keras.ops.convert_to_numpy(norm(x16, training=False))  # the layer autocasts to its float32
     expected = layer_norm(tf.cast(x16, tf.float64).numpy(), gamma, beta)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_training_gradients_and_other_settings_use_keras_op():
-    x = np.random.default_rng(3).standard_normal((2, 5, 4)).astype("float32")
-    norm = _norm_with_random_affine(x.shape)
-    assert not _xla_marked(_traced(norm, x, training=True))
+def test_training_exports_and_other_settings_use_keras_op():
+    big = np.random.default_rng(3).standard_normal(BIG).astype("float32")
+    norm = _norm_with_random_affine(big.shape)
+    assert not _xla_marked(_traced(norm, big, training=True))
     with portable_graph():
-        assert not _xla_marked(_traced(norm, x, training=False))
-    assert _xla_marked(_traced(norm, x, training=False))  # the context was left
+        assert not _xla_marked(_traced(norm, big, training=False))
+    assert _xla_marked(_traced(norm, big, training=False))  # the context was left
     for kwargs in ({"axis": 1}, {"axis": [1, 2]}, {"center": False}, {"scale": False}):
         other = LayerNormalization(**kwargs)
-        assert not fused_inference_applies(other, x, training=False), kwargs
-    assert fused_inference_applies(LayerNormalization(axis=2), x, training=False)  # axis 2 is the last axis
+        assert not fused_inference_applies(other, big, training=False), kwargs
+    assert fused_inference_applies(LayerNormalization(axis=2), big, training=False)  # axis 2 is the last
+    unknown = tf.TensorSpec((None, None, 256))  # sizes unknown when traced: too small to count on
+    assert not fused_inference_applies(norm, unknown, training=False)
 
+
+def test_training_gradients_are_the_float64_layer_norms():
+    x = np.random.default_rng(3).standard_normal((2, 5, 4)).astype("float32")
+    norm = _norm_with_random_affine(x.shape)
     x_tensor = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x_tensor)
@@ -102,6 +114,13 @@ def test_training_gradients_and_other_settings_use_keras_op():
     np.testing.assert_allclose(gradient, numeric, rtol=1e-3, atol=1e-3)
 
 
+def test_the_op_breakdown_counts_each_fused_norm_as_one_xla_call():
+    model = MLPMixer(**FUSED_SIZED)
+    images = np.random.default_rng(5).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
+    ops = {row["op"]: row for row in op_breakdown(model, images)}
+    assert ops[XLA_OP_TYPE]["count"] == 3 and "SquaredDifference" not in ops, ops.keys()  # 2 in the block + pre-head
+
+
 def _saved_model_xla_marked(folder):
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(folder, "saved_model.pb"), "rb") as file:
@@ -112,8 +131,8 @@ def _saved_model_xla_marked(folder):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_saved_models_carry_no_xla_compiled_function(tmp_path, precision):
     # TF Serving refuses XLA-compiled functions unless started with --xla_cpu_compilation_enabled.
-    model = MLPMixer(**TINY)
-    images = np.random.default_rng(4).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
+    model = MLPMixer(**FUSED_SIZED)
+    images = np.random.default_rng(4).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
     model.predict(images, verbose=0)  # traces the fused path first: the exports must not reuse it
     write_saved_model(model, str(tmp_path / "ours"), ["a", "b", "c"], top_k=2, precision=precision)
     assert _saved_model_xla_marked(str(tmp_path / "ours")) == []
