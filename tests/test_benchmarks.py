@@ -12,13 +12,14 @@ import time
 
 import pytest
 
-from benchmarks import gpu_check, mlp_layout, op_breakdown
+from benchmarks import fused_norm_ab, gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import target_classes
 from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
 from tests.training_helpers import ROOT, run_module
+from training import EXIT_BAD_INPUT
 
 
 def test_flops_match_the_published_figure_for_s16():
@@ -109,3 +110,15 @@ def test_a_peer_venv_without_torch_and_timm_is_one_clear_error(tmp_path):
         PeerProcess(sys.executable)  # this venv has neither torch nor timm, by design
     with pytest.raises(PeerError, match="has no bin/python"):
         ensure_peer_venv(str(tmp_path / "missing"), create=False)
+
+
+def test_the_fused_norm_ab_times_both_paths_in_alternation(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    args = ["--preset", "mixer_s16", "--batch-size", "1", "--rounds", "2", "--calls", "1", "--json", str(out)]
+    assert fused_norm_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert len(report["ratios_fused_over_unfused"]) == 2 and report["machine"]["cpu"]
+    assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
+    assert "fused faster in" in capsys.readouterr().out
+    assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1"]) == EXIT_BAD_INPUT
+    assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""The fused layer norm against Keras' own, alternating in one process: the A/B behind `keras_mixer/fused_norm.py`.
+
+    python -m benchmarks.fused_norm_ab --preset mixer_s16 --precision bfloat16 --batch-size 32 --rounds 15
+
+Builds one model and traces its forward pass twice: as Keras runs it (each LayerNorm one XLA-compiled
+call where `fused_inference_applies`) and inside `portable_graph()` (Keras' unfused op, as the exported
+SavedModel runs it). Then it times the two in alternation, `--rounds` times, so both see the machine in
+the same state; on a shared VM, rows measured minutes apart (as in `benchmarks.run`) drift by more than
+the effect. Prints the per-round ratios and writes JSON (`--json`) with the CPU named.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_mixer.atomic import write_json_atomically  # noqa: E402
+from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+
+def alternate(model, images, rounds, calls):
+    """{"fused": [images/s per round], "unfused": [...]}, the two forward passes timed in alternation."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
+
+    images = tf.constant(images)
+    fused = tf.function(lambda x: model(x, training=False))
+    unfused = tf.function(lambda x: model(x, training=False))
+    fused(images).numpy()
+    with portable_graph():
+        unfused(images).numpy()  # traced (and so fixed) without the fused norm
+
+    def rate(forward):
+        forward(images).numpy()
+        start = time.perf_counter()
+        for _ in range(calls):
+            forward(images).numpy()
+        return calls * len(images) / (time.perf_counter() - start)
+
+    rates = {"fused": [], "unfused": []}
+    for _ in range(rounds):
+        rates["fused"].append(rate(fused))
+        rates["unfused"].append(rate(unfused))
+    return rates
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_norm_ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=3, help="forward passes timed per round and path")
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    bad = [f"--{name.replace('_', '-')} must be >= 1. Received: {value}"
+           for name, value in (("batch_size", args.batch_size), ("rounds", args.rounds), ("calls", args.calls))
+           if value < 1]  # fmt: skip
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        model, config = build_model(args.preset, args.precision)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rates = alternate(model, synthetic_images(config, args.batch_size), args.rounds, args.calls)
+    ratios = [fused / unfused for fused, unfused in zip(rates["fused"], rates["unfused"])]
+    report = {
+        "command": "python -m benchmarks.fused_norm_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "images_per_second": rates,
+        "median_images_per_second": {path: statistics.median(values) for path, values in rates.items()},
+        "ratios_fused_over_unfused": ratios,
+        "median_ratio": statistics.median(ratios),
+        "rounds_fused_faster": sum(ratio > 1 for ratio in ratios),
+    }
+    print(f"{args.preset} {args.precision} batch {args.batch_size}: fused / unfused per round "
+          + " ".join(f"{ratio:.3f}" for ratio in ratios))  # fmt: skip
+    print(f"median {report['median_ratio']:.3f}; fused faster in {report['rounds_fused_faster']} of {args.rounds}"
+          f" rounds; images/s fused {report['median_images_per_second']['fused']:.1f},"
+          f" unfused {report['median_images_per_second']['unfused']:.1f}")  # fmt: skip
+    if args.json:
+        write_json_atomically(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
