@@ -3,13 +3,15 @@
 TensorFlow's graph runtime has no fused layer norm: Keras' formula runs as about seven full passes
 over the activations (cast, two means, a squared difference, a scale, a shift, a cast back). Here the
 norm is one small XLA-compiled function instead, which fuses those passes while the matmuls around
-it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26), S/16 at 224 px, the fused
-forward pass ran 1.02-1.05x the unfused one in float32 and 1.07-1.18x in mixed bfloat16 at batch 32
-(1.02-1.05x at batch 1). Small norms stay unfused (`MIN_ELEMENTS_PER_EXAMPLE`). Training is no faster
-with it (a step measured 0.95x), so training keeps Keras' op.
+it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26), S/16 at 224 px, timed in
+alternation with the unfused pass (`python -m benchmarks.fused_norm_ab`), the fused forward pass ran
+1.086x in mixed bfloat16 and 1.015x in float32 at batch 32, 1.03-1.05x at batch 1. Small norms stay
+unfused (`MIN_ELEMENTS_PER_EXAMPLE`). Training is no faster with it (a step measured 0.95x), so
+training keeps Keras' op.
 
-SavedModels must not carry XLA-compiled functions: TF Serving refuses them unless it was started with
-`--xla_cpu_compilation_enabled`. Graphs traced inside `portable_graph()` use Keras' op;
+SavedModels must not carry XLA-compiled functions: TF Serving's `--xla_cpu_compilation_enabled` is off
+by default, and its documentation says a model that needs XLA then fails on its first request (not
+tried on our machines, which have no Docker). Graphs traced inside `portable_graph()` use Keras' op;
 `keras_mixer.export.export_saved_model` and `MLPMixer.export` trace inside it. (The TFLite converter
 inlines the compiled function into builtin ops, so TFLite exports need no such care.)
 """

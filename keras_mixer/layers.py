@@ -3,7 +3,7 @@
 Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
 
     PatchEmbedding   image (N, H, W, C_in) -> tokens (N, S, C)       the "stem"
-    LayerNormalization  Keras' own, fused at TensorFlow inference
+    LayerNormalization  Keras' own, fused at TensorFlow inference (fused_norm.py)
     MlpBlock         Dense(mlp_dim) -> GELU -> Dense(in_dim)          used for both mixings
     DropPath         per-sample stochastic depth on a residual branch
     MixerBlock       x += T(MLP_tokens(T(LN(x))));  x += MLP_channels(LN(x))
@@ -59,9 +59,9 @@ class LayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization`: same arguments, weights and math; fused at TF inference.
 
     On the TensorFlow backend at inference on a CPU, a norm of at least 65,536 elements per example
-    runs as one XLA-compiled function (`keras_mixer.fused_norm`: a whole S/16 forward pass 1.02-1.18x
-    faster); training, small norms, the other backends and exports (`portable_graph()`) run the
-    parent's op.
+    runs as one XLA-compiled function (`keras_mixer.fused_norm`: a whole S/16 forward pass 1.015x
+    faster in float32, 1.086x in bfloat16); training, small norms, the other backends and exports
+    (`portable_graph()`) run the parent's op.
 
     Example:
     >>> import numpy as np
