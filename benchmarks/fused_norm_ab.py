@@ -7,13 +7,13 @@ call where `fused_inference_applies`) and inside `portable_graph()` (Keras' unfu
 SavedModel runs it). Then it times the two in alternation, `--rounds` times, so both see the machine in
 the same state; on a shared VM, rows measured minutes apart (as in `benchmarks.run`) drift by more than
 the effect. Prints the per-round ratios and writes JSON (`--json`) with the CPU named.
+`--min-elements 0` fuses every norm, small ones too (the measurement behind the size threshold).
 """
 
 import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -26,6 +26,7 @@ def alternate(model, images, rounds, calls):
     """{"fused": [images/s per round], "unfused": [...]}, the two forward passes timed in alternation."""
     import tensorflow as tf  # noqa: PLC0415
 
+    from benchmarks.run import _time_calls  # noqa: PLC0415
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
 
     images = tf.constant(images)
@@ -36,11 +37,8 @@ def alternate(model, images, rounds, calls):
         unfused(images).numpy()  # traced (and so fixed) without the fused norm
 
     def rate(forward):
-        forward(images).numpy()
-        start = time.perf_counter()
-        for _ in range(calls):
-            forward(images).numpy()
-        return calls * len(images) / (time.perf_counter() - start)
+        (seconds,) = _time_calls(lambda: forward(images).numpy(), repeats=1, calls=calls)
+        return len(images) / seconds
 
     rates = {"fused": [], "unfused": []}
     for _ in range(rounds):
@@ -56,17 +54,26 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=3, help="forward passes timed per round and path")
+    parser.add_argument(
+        "--min-elements",
+        type=int,
+        help="fuse norms from this many elements per example instead of the package's "
+        "MIN_ELEMENTS_PER_EXAMPLE (0 fuses every norm: the evidence for that threshold)",
+    )
     parser.add_argument("--json", help="write the figures here")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
     from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from keras_mixer import fused_norm  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
     bad = [f"--{name.replace('_', '-')} must be >= 1. Received: {value}"
            for name, value in (("batch_size", args.batch_size), ("rounds", args.rounds), ("calls", args.calls))
            if value < 1]  # fmt: skip
+    if args.min_elements is not None and args.min_elements < 0:
+        bad.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
     if bad:
         print("error: " + "; ".join(bad), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -75,7 +82,13 @@ def main(argv=None):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    rates = alternate(model, synthetic_images(config, args.batch_size), args.rounds, args.calls)
+    package_threshold = fused_norm.MIN_ELEMENTS_PER_EXAMPLE
+    threshold = package_threshold if args.min_elements is None else args.min_elements
+    fused_norm.MIN_ELEMENTS_PER_EXAMPLE = threshold  # read when the forward pass is traced
+    try:
+        rates = alternate(model, synthetic_images(config, args.batch_size), args.rounds, args.calls)
+    finally:
+        fused_norm.MIN_ELEMENTS_PER_EXAMPLE = package_threshold
     ratios = [fused / unfused for fused, unfused in zip(rates["fused"], rates["unfused"])]
     report = {
         "command": "python -m benchmarks.fused_norm_ab " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -83,6 +96,7 @@ def main(argv=None):
         "preset": args.preset,
         "precision": args.precision,
         "batch_size": args.batch_size,
+        "min_elements_per_example": threshold,
         "images_per_second": rates,
         "median_images_per_second": {path: statistics.median(values) for path, values in rates.items()},
         "ratios_fused_over_unfused": ratios,

@@ -6,8 +6,8 @@ norm is one small XLA-compiled function instead, which fuses those passes while 
 it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26), S/16 at 224 px, timed in
 alternation with the unfused pass (`python -m benchmarks.fused_norm_ab`), the fused forward pass ran
 1.086x in mixed bfloat16 and 1.015x in float32 at batch 32, 1.03-1.05x at batch 1. Small norms stay
-unfused (`MIN_ELEMENTS_PER_EXAMPLE`). Training is no faster with it (a step measured 0.95x), so
-training keeps Keras' op.
+unfused (`MIN_ELEMENTS_PER_EXAMPLE`). Training keeps Keras' op: the fused norm is measured for
+inference only.
 
 SavedModels must not carry XLA-compiled functions: TF Serving's `--xla_cpu_compilation_enabled` is off
 by default, and its documentation says a model that needs XLA then fails on its first request (not
@@ -25,9 +25,10 @@ import keras
 
 _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 
-# Below this many elements per example the XLA call's fixed cost (about 70 us on the EPYC) outweighs
-# the passes it saves: the default Fashion model (16 x 128 per image) ran 0.73x fused at batch 1 and
-# 1.02x at batch 32. The 224-px /16 and /14 presets (S/16: 196 x 512) are above it.
+# Below this many elements per example the XLA call's fixed cost can outweigh the passes it saves:
+# with every norm fused, the default Fashion model (16 x 128 per image) ran 0.85x at batch 1 and 1.04x
+# at batch 32 (`benchmarks.fused_norm_ab --min-elements 0`), and `predict` traces without knowing the
+# batch size. The 224-px /16 and /14 presets (S/16: 196 x 512) are above it.
 MIN_ELEMENTS_PER_EXAMPLE = 65_536
 
 

@@ -120,5 +120,7 @@ def test_the_fused_norm_ab_times_both_paths_in_alternation(tmp_path, capsys):
     assert len(report["ratios_fused_over_unfused"]) == 2 and report["machine"]["cpu"]
     assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
     assert "fused faster in" in capsys.readouterr().out
-    assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1"]) == EXIT_BAD_INPUT
-    assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in capsys.readouterr().err
+    assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1", "--min-elements", "-5"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in error
+    assert "--min-elements must be >= 0. Received: -5" in error
