@@ -12,11 +12,12 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from benchmarks.op_breakdown import XLA_OP_TYPE, op_breakdown
 from keras_mixer import MLPMixer
+from keras_mixer.checkpoints import load_official_weights
 from keras_mixer.export import write_saved_model
 from keras_mixer.fused_norm import MIN_ELEMENTS_PER_EXAMPLE, fused_inference_applies, portable_graph
 from keras_mixer.layers import LayerNormalization
-from tests.model_checks import run_layer_checks
-from tests.reference_mixer import layer_norm
+from tests.model_checks import random_images, run_layer_checks
+from tests.reference_mixer import layer_norm, official_logits, random_official_checkpoint
 
 # Small but with norms of MIN_ELEMENTS_PER_EXAMPLE (256 tokens x 256 channels), so the fused path runs.
 FUSED_SIZED = dict(num_classes=3, image_size=64, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=256,
@@ -119,6 +120,29 @@ def test_the_op_breakdown_counts_each_fused_norm_as_one_xla_call():
     images = np.random.default_rng(5).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
     ops = {row["op"]: row for row in op_breakdown(model, images)}
     assert ops[XLA_OP_TYPE]["count"] == 3 and "SquaredDifference" not in ops, ops.keys()  # 2 in the block + pre-head
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_a_fused_model_gives_the_float64_reference_logits(tmp_path, policy):
+    # Sized so every norm runs fused: the logits must still be the official model's.
+    params = random_official_checkpoint(np.random.default_rng(6), patch=4, channels=1, hidden=256, tokens=256,
+                                        tokens_mlp=8, channels_mlp=16, blocks=2, classes=3)  # fmt: skip
+    np.savez(tmp_path / "checkpoint.npz", **params)
+    keras.config.set_dtype_policy(policy)  # conftest restores float32
+    model = MLPMixer(**{**FUSED_SIZED, "num_blocks": 2})
+    load_official_weights(model, tmp_path / "checkpoint.npz")
+    images = tf.constant(random_images(3, size=64, channels=1, seed=7))
+    expected = official_logits(params, images.numpy())
+    tolerance = 1e-4 if policy == "float32" else 3e-2  # bfloat16 keeps 8 bits of mantissa
+    forward = tf.function(lambda t: model(t, training=False))
+    graph = forward.get_concrete_function(images).graph
+    assert sum(bool(op.get_attr("_XlaMustCompile")) for op in graph.get_operations()
+               if "_XlaMustCompile" in op.node_def.attr) == 5  # fmt: skip  (two norms per block, one pre-head)
+    with portable_graph():
+        portable = tf.function(lambda t: model(t, training=False))(images).numpy()
+    for logits in (forward(images).numpy(), portable):
+        np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+    assert np.abs(expected).max() > 0.5  # not a degenerate comparison of near-zeros
 
 
 def _saved_model_xla_marked(folder):
