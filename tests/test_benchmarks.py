@@ -18,7 +18,7 @@ from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import target_classes
 from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
-from tests.training_helpers import ROOT, run_module
+from tests.training_helpers import ROOT, run_main_in_process, run_module
 from training import EXIT_BAD_INPUT
 
 
@@ -81,7 +81,7 @@ def test_the_layout_ab_refuses_bad_flags_in_one_message_before_any_process(capsy
 
 
 def test_unknown_models_and_rows_are_refused():
-    result = run_module("benchmarks.run", "--presets", "mixer_z9", "--rows", "keras,onnx")
+    result = run_main_in_process("benchmarks.run", "--presets", "mixer_z9", "--rows", "keras,onnx")
     assert result.returncode == 2
     assert "unknown model 'mixer_z9'" in result.stderr and "unknown row 'onnx'" in result.stderr
 

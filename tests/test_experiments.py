@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mixer import MLPMixer, load_official_weights, save_official_weights
-from tests.training_helpers import run_module
+from tests.training_helpers import run_main_in_process, run_module
 from training.experiments.permutation import (
     patch_pixel_orders,
     permute_dataset,
@@ -95,7 +95,7 @@ def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_d
     ],
 )
 def test_permutation_cli_bad_input(tmp_path, flags, message):
-    result = _run("training.experiments.permutation", *flags, "--output-dir", str(tmp_path / "out"))
+    result = run_main_in_process("training.experiments.permutation", *flags, "--output-dir", tmp_path / "out")
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -128,14 +128,14 @@ def test_median_pair_correlation_finds_planted_opposites_and_not_chance():
 def test_token_weights_bad_input(tmp_path):
     model = _mixer(channels=1)
     model.save(tmp_path / "m.keras")
-    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "m.keras"), "--block", "7")
+    result = run_main_in_process("training.experiments.token_weights", "--model", str(tmp_path / "m.keras"), "--block", "7")
     assert result.returncode == 2 and "Unknown block index. Expected one of 0..1" in result.stderr
     import keras  # noqa: PLC0415
 
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp_path / "other.keras")
-    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "other.keras"))
+    result = run_main_in_process("training.experiments.token_weights", "--model", str(tmp_path / "other.keras"))
     assert result.returncode == 2 and "Expected a keras_mixer.MLPMixer" in result.stderr
-    result = _run("training.experiments.token_weights", "--model", str(tmp_path / "absent.keras"))
+    result = run_main_in_process("training.experiments.token_weights", "--model", str(tmp_path / "absent.keras"))
     assert result.returncode == 2 and "model file not found" in result.stderr
     assert not list(tmp_path.glob("*.png"))
 
@@ -162,6 +162,6 @@ def test_transfer_folders_hold_the_chosen_classes_as_pngs(tmp_path):
     ],
 )
 def test_transfer_cli_bad_input(tmp_path, flags, message):
-    result = _run("training.experiments.transfer", *flags, "--work-dir", str(tmp_path / "work"))
+    result = run_main_in_process("training.experiments.transfer", *flags, "--work-dir", tmp_path / "work")
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "work").exists()

@@ -17,7 +17,7 @@ from keras_mixer import MLPMixer
 from keras_mixer.export import export_saved_model, export_tflite, next_version
 from keras_mixer.lite import TFLiteClassifier
 from tests.model_checks import random_images
-from tests.training_helpers import run_module
+from tests.training_helpers import run_main_in_process, run_module
 from training.export_report import parity_report, report_markdown, write_report
 
 CLASSES = ["cat", "dog", "bird", "fish"]
@@ -109,6 +109,10 @@ def _export_cli(*args):
     return run_module("training.export", *args)
 
 
+def _export_cli_in_process(*args):
+    return run_main_in_process("training.export", *args)  # bad input: refused before any heavy work
+
+
 def _run_tflite(path, images):
     # TensorFlow's own (deprecated) interpreter on purpose: an independent check of the LiteRT one.
     with warnings.catch_warnings():
@@ -146,7 +150,7 @@ def test_tflite_int8_without_data_says_how_to_provide_it(model, tmp_path):
 
 def test_export_cli_bad_inputs_write_nothing(tmp_path):
     base = tmp_path / "exports"
-    result = _export_cli(
+    result = _export_cli_in_process(
         "--model", tmp_path / "absent.keras", "--base-dir", base, "--formats", "saved_model,onnx",
         "--tflite-modes", "int3",
     )  # fmt: skip
@@ -209,7 +213,7 @@ def test_parity_report_measures_each_export_and_flags_a_wrong_one(model, tmp_pat
 def test_export_cli_int8_outside_a_training_run_says_how_and_writes_nothing(model, tmp_path):
     model.save(tmp_path / "loose.keras")  # no config.json beside it: no training data to calibrate on
     base = tmp_path / "exports"
-    result = _export_cli(
+    result = _export_cli_in_process(
         "--model", tmp_path / "loose.keras", "--base-dir", base, "--formats", "saved_model,tflite",
         "--tflite-modes", "float32,int8",
     )  # fmt: skip

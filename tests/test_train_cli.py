@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.training_helpers import ROOT, TINY_RUN, run_module, run_train
+from tests.training_helpers import ROOT, TINY_RUN, run_main_in_process, run_module, run_train
 from training.machine import xla_for_training
 
 
@@ -139,8 +139,8 @@ def test_sigkill_then_the_same_command_resumes_and_finishes(fashion_data_dir, tm
 )
 def test_bad_input_exits_non_zero_with_one_clear_message(fashion_data_dir, tmp_path, flags, message):
     model_dir = tmp_path / "run"
-    result = run_train(
-        *TINY_RUN, "--epochs", "1", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir), *flags
+    result = run_main_in_process(
+        "training.train", *TINY_RUN, "--epochs", "1", "--data-dir", fashion_data_dir, "--model-dir", model_dir, *flags
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr

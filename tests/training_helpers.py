@@ -1,5 +1,8 @@
 """Shared pieces of the training tests: a prepared offline Fashion-MNIST and a tiny-run CLI."""
 
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
@@ -42,3 +45,20 @@ def run_module(module, *flags, env=None, timeout=600):
 def run_train(*flags, env=None, timeout=300):
     """`python -m training.train` in a subprocess; returns the CompletedProcess."""
     return run_module("training.train", *flags, env=env, timeout=timeout)
+
+
+def run_main_in_process(module, *flags):
+    """`MODULE.main(FLAGS)` in this process, its output captured; returns a CompletedProcess like `run_module`.
+
+    For bad-input cases, which each CLI refuses before any heavy work: a new process would spend most of
+    its time importing TensorFlow. What a new process prints on bad input (one line, no framework logs)
+    is tested through `run_module` in `test_robustness.py`.
+    """
+    argv = list(map(str, flags))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            returncode = importlib.import_module(module).main(argv)
+        except SystemExit as exit_:  # argparse refuses a flag this way
+            returncode = exit_.code
+    return subprocess.CompletedProcess([module, *argv], returncode, stdout.getvalue(), stderr.getvalue())
