@@ -92,10 +92,13 @@ def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_d
         (["--patch-size", "5"], "patch size must divide the image size"),
         (["--orders", "original,reversed"], "unknown order 'reversed'"),
         (["--models", "vit"], "unknown model 'vit'"),
+        (["--train-split", "train[:256]", "--batch-size", "128", "--evals-per-epoch", "3"], "needs at least that many batches"),
     ],
 )
-def test_permutation_cli_bad_input(tmp_path, flags, message):
-    result = run_main_in_process("training.experiments.permutation", *flags, "--output-dir", tmp_path / "out")
+def test_permutation_cli_bad_input(fashion_data_dir, tmp_path, flags, message):
+    result = run_main_in_process(
+        "training.experiments.permutation", *flags, "--data-dir", fashion_data_dir, "--output-dir", tmp_path / "out"
+    )
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "out").exists()
 

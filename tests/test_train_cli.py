@@ -211,3 +211,26 @@ def test_ema_checkpoints_hold_the_averaged_weights(fashion_data_dir, tmp_path):
     last = keras.saving.load_model(model_dir / "last.keras")
     assert weights_fingerprint(last) == summary["weights_fingerprint"]
     assert summary["config"]["optim"]["ema_decay"] == 0.5
+
+
+def test_fit_runs_exactly_each_epochs_steps_whatever_the_steps_per_execution():
+    # Keras' fit runs whole executions: at 4 steps per execution, an epoch of 10 steps would run 12, past the
+    # learning-rate schedule's end. compile_for_training lowers it to a divisor of the epoch.
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from keras_mixer import MLPMixer  # noqa: PLC0415
+    from training.config import TrainConfig  # noqa: PLC0415
+    from training.train import compile_for_training  # noqa: PLC0415
+
+    config = TrainConfig()
+    config.distribute.steps_per_execution, config.distribute.xla = 4, False
+    model = MLPMixer(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=4,
+                     tokens_mlp_dim=2, channels_mlp_dim=4)  # fmt: skip
+    compile_for_training(model, config, steps_per_epoch=10)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
+    data = tf.data.Dataset.from_tensors((images, keras.ops.one_hot([0, 2], 3))).repeat()
+    model.fit(data, epochs=2, steps_per_epoch=10, verbose=0, shuffle=False)
+    assert int(model.optimizer.iterations.numpy()) == 20  # 24 with 4 steps per execution
+    assert model.steps_per_execution == 2

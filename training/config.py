@@ -122,7 +122,11 @@ class DistributeConfig:
         "compile the train step with XLA: true | false | auto (the machine and precision decide, as measured: "
         "training.machine.xla_for_training; summary.json says what was chosen and why)",
     )
-    steps_per_execution: int = _field(16, "train steps per graph call (less Python overhead)")
+    steps_per_execution: int = _field(
+        16,
+        "train steps per graph call (less Python overhead); lowered to the largest divisor of the steps per "
+        "epoch, so each epoch runs exactly its steps",
+    )
 
 
 @dataclasses.dataclass

@@ -145,10 +145,31 @@ def build_optimizer(config, steps_per_epoch):
     )
 
 
-def compile_for_training(model, config, steps_per_epoch):
+def steps_per_execution_for(steps_per_fit_epoch, requested):
+    """The most train steps per graph call, up to `requested`, that divide `steps_per_fit_epoch`.
+
+    `model.fit` runs whole executions (Keras 3.15): at 16 steps per execution an epoch of 445 steps runs
+    448 (28 x 16), so a run would outlast its learning-rate schedule and its epochs would not be the
+    passes over the data they claim to be. A divisor keeps every epoch exact.
+
+    >>> steps_per_execution_for(445, 16)
+    5
+    >>> steps_per_execution_for(448, 16)
+    16
+    >>> steps_per_execution_for(8, 16)
+    8
+    """
+    return max(d for d in range(1, min(requested, steps_per_fit_epoch) + 1) if steps_per_fit_epoch % d == 0)
+
+
+def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=None):
     """Compile `model` as a run with `config` trains it: the optimiser and schedule (`build_optimizer`), no
     weight decay on biases and norms, label-smoothed cross-entropy on logits, accuracy, and the run's
-    steps per execution and XLA (`--xla`, or by machine: `training.machine.xla_for_training`)."""
+    steps per execution and XLA (`--xla`, or by machine: `training.machine.xla_for_training`).
+
+    `steps_per_fit_epoch`: the `steps_per_epoch` that `fit` gets, where it is not the data's epoch (a
+    fraction of it between evaluations); the steps per execution must divide it (`steps_per_execution_for`).
+    """
     import keras  # noqa: PLC0415
 
     optimizer = build_optimizer(config, steps_per_epoch)
@@ -157,7 +178,9 @@ def compile_for_training(model, config, steps_per_epoch):
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        steps_per_execution=min(config.distribute.steps_per_execution, steps_per_epoch),
+        steps_per_execution=steps_per_execution_for(
+            steps_per_fit_epoch or steps_per_epoch, config.distribute.steps_per_execution
+        ),
         jit_compile=xla_for_training(config.distribute.xla, config.distribute.precision)[0],
     )
     return model
@@ -373,6 +396,9 @@ def train(config, extra_layers=(), verbose="auto"):
                     "precision": config.distribute.precision,
                     "xla": xla,
                     "xla_because": xla_because,
+                    # --steps-per-execution or the largest divisor of the epoch below it (exact epochs).
+                    "steps_per_execution": model.steps_per_execution,
+                    "steps_per_epoch": steps_per_epoch,
                     "machine": machine_description(),
                 }
             )

@@ -183,11 +183,12 @@ def run_cell(model_name, config, spec, builder, order_index, evals_per_epoch, in
     )
     model = _build(model_name, config, spec, initial_mixer_params)
     steps_per_epoch = spec.train_examples // config.schedule.batch_size
-    compile_for_training(model, config, steps_per_epoch)  # the schedule spans the whole run
+    steps_per_evaluation = steps_per_epoch // evals_per_epoch
+    compile_for_training(model, config, steps_per_epoch, steps_per_evaluation)  # the schedule spans the whole run
     history = model.fit(
         train,
         epochs=config.schedule.epochs * evals_per_epoch,
-        steps_per_epoch=steps_per_epoch // evals_per_epoch,
+        steps_per_epoch=steps_per_evaluation,
         validation_data=test,  # measured, never used to choose anything
         verbose=2,
         shuffle=False,  # the pipeline shuffles; Keras' own flag only warns on a dataset
@@ -276,6 +277,14 @@ def main(argv=None):
         spec = dataset_spec(builder, args.train_split, args.test_split, 0.0)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    batches = spec.train_examples // args.batch_size
+    if batches < args.evals_per_epoch:
+        print(
+            f"error: --evals-per-epoch {args.evals_per_epoch} needs at least that many batches per epoch; "
+            f"{args.train_split} holds {spec.train_examples} examples, {batches} batches of {args.batch_size}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
 
     started = time.time()
