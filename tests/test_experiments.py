@@ -73,7 +73,7 @@ def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_d
     result = _run(
         "training.experiments.permutation", "--data-dir", fashion_data_dir, "--train-split", "train[:1024]",
         "--test-split", "test[:256]", "--epochs", "1", "--evals-per-epoch", "2", "--batch-size", "64",
-        "--orders", "original,patch_pixel", "--output-dir", str(tmp_path),
+        "--orders", "original,patch_pixel", "--output-dir", str(tmp_path), "--xla", "false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "permutation.json").read_text())

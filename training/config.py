@@ -235,7 +235,7 @@ def _parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _parse_bool_or_auto(text):
+def parse_bool_or_auto(text):
     """`_parse_bool`, or None for "auto": the run decides (a `bool | None` field)."""
     if text.lower() == "auto":
         return None
@@ -249,7 +249,7 @@ def _argument_type(annotation):
     inner = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
     kind = inner[0]
     if kind is bool:
-        return _parse_bool_or_auto if type(None) in typing.get_args(annotation) else _parse_bool
+        return parse_bool_or_auto if type(None) in typing.get_args(annotation) else _parse_bool
     if kind in (int, float):
         return kind
     return str
@@ -269,8 +269,8 @@ def add_config_flags(parser):
         for field in fields:
             flags = [_flag(field.name)] + (["--lr"] if field.name == "learning_rate" else [])
             parse = _argument_type(field.type)
-            is_bool = parse in (_parse_bool, _parse_bool_or_auto)
-            default = "auto" if parse is _parse_bool_or_auto else field.default
+            is_bool = parse in (_parse_bool, parse_bool_or_auto)
+            default = "auto" if parse is parse_bool_or_auto else field.default
             group.add_argument(
                 *flags,
                 dest=f"{section}.{field.name}" if section else field.name,

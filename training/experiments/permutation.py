@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_mixer.atomic import save_figure_atomically
 from training import EXIT_BAD_INPUT
+from training.config import parse_bool_or_auto
 from training.quiet import add_verbose_flag, quiet_logs
 
 ORDERS = ("original", "patch_pixel", "global")
@@ -240,6 +241,13 @@ def main(argv=None):
     parser.add_argument("--models", default="mixer,resnet", help=f"comma-separated: {', '.join(MODELS)}")
     parser.add_argument("--orders", default=",".join(ORDERS), help=f"comma-separated: {', '.join(ORDERS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the permutations, initialisation and shuffling")
+    parser.add_argument(
+        "--xla",
+        type=parse_bool_or_auto,
+        default=None,
+        metavar="{true,false,auto}",
+        help="compile each train step with XLA, as `training.train --xla` (default auto: the machine decides)",
+    )
     parser.add_argument("--output-dir", default="runs/permutation")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
@@ -272,6 +280,7 @@ def main(argv=None):
     config.data.validation_fraction = 0.0
     config.model.image_size, config.model.patch_size = args.image_size, args.patch_size
     config.schedule.epochs, config.schedule.batch_size, config.seed = args.epochs, args.batch_size, args.seed
+    config.distribute.xla = args.xla
     try:
         builder = open_builder(args.dataset, args.data_dir, split=args.train_split)
         spec = dataset_spec(builder, args.train_split, args.test_split, 0.0)
