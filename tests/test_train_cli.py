@@ -42,6 +42,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert summary["test_flip_average"] and 0.0 <= summary["single_view_test_accuracy"] <= 1.0
     assert summary["precision"] == "float32"
     assert summary["xla"] == xla_for_training(None, "float32")[0] and summary["xla_because"].startswith("auto: ")
+    assert summary["steps_per_epoch"] == 14 and summary["steps_per_execution"] == 1  # 896 images / 64; as asked
     assert "one view:" in result.stdout
 
     # The trained checkpoint (optimizer and schedule included) loads in a fresh process and exports.
