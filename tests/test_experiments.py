@@ -92,7 +92,7 @@ def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_d
         (["--patch-size", "5"], "patch size must divide the image size"),
         (["--orders", "original,reversed"], "unknown order 'reversed'"),
         (["--models", "vit"], "unknown model 'vit'"),
-        (["--train-split", "train[:256]", "--batch-size", "128", "--evals-per-epoch", "3"], "needs at least that many batches"),
+        (["--train-split", "train[:256]", "--batch-size", "128", "--evals-per-epoch", "3"], "needs at least that"),
     ],
 )
 def test_permutation_cli_bad_input(fashion_data_dir, tmp_path, flags, message):
@@ -131,7 +131,7 @@ def test_median_pair_correlation_finds_planted_opposites_and_not_chance():
 def test_token_weights_bad_input(tmp_path):
     model = _mixer(channels=1)
     model.save(tmp_path / "m.keras")
-    result = run_main_in_process("training.experiments.token_weights", "--model", str(tmp_path / "m.keras"), "--block", "7")
+    result = run_main_in_process("training.experiments.token_weights", "--model", tmp_path / "m.keras", "--block", 7)
     assert result.returncode == 2 and "Unknown block index. Expected one of 0..1" in result.stderr
     import keras  # noqa: PLC0415
 

@@ -136,8 +136,8 @@ def test_a_fused_model_gives_the_float64_reference_logits(tmp_path, policy):
     tolerance = 1e-4 if policy == "float32" else 3e-2  # bfloat16 keeps 8 bits of mantissa
     forward = tf.function(lambda t: model(t, training=False))
     graph = forward.get_concrete_function(images).graph
-    assert sum(bool(op.get_attr("_XlaMustCompile")) for op in graph.get_operations()
-               if "_XlaMustCompile" in op.node_def.attr) == 5  # fmt: skip  (two norms per block, one pre-head)
+    compiled = [op for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr]
+    assert sum(bool(op.get_attr("_XlaMustCompile")) for op in compiled) == 5  # two norms per block, one pre-head
     with portable_graph():
         portable = tf.function(lambda t: model(t, training=False))(images).numpy()
     for logits in (forward(images).numpy(), portable):
