@@ -91,6 +91,16 @@ def test_an_unreadable_file_is_reported_on_its_line_and_the_others_run(deployed,
     assert "missing.png" in lines[2] and "error: no such file" in lines[2]
 
 
+def test_a_corrupt_jpeg_gets_one_line_of_ours_and_none_of_libjpegs(deployed, tmp_path, capfd):
+    _, run = deployed
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff garbage")  # libjpeg prints "Unsupported marker type 0x20" on it
+    assert predict_main(["--model", str(run / "best.keras"), str(corrupt)]) == 1
+    out, err = capfd.readouterr()
+    assert "corrupt.jpg" in out and "error: not a readable" in out
+    assert err.strip() == "1 of 1 file(s) could not be classified.", err
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

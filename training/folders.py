@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from training.files import write_json_atomically
+from training.quiet import native_stderr_silenced
 
 SPLITS_FILE = "splits.json"
 ROLES = ("train", "validation", "test")
@@ -167,7 +168,11 @@ def scan_images(root, paths, progress=True):
         .ignore_errors()
     )
     colour = {}
-    with tqdm(total=len(paths), desc="checking images", unit="file", disable=not progress, leave=False) as bar:
+    bar_options = dict(desc="checking images", unit="file", disable=not progress, leave=False)
+    with (
+        native_stderr_silenced() as stderr,  # unreadable files are reported below, not by libjpeg
+        tqdm(total=len(paths), file=stderr, **bar_options) as bar,
+    ):
         for index, is_colour in dataset.as_numpy_iterator():
             colour[paths[int(index)]] = bool(is_colour)
             bar.update(1)

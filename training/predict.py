@@ -17,7 +17,7 @@ import sys
 
 from training import EXIT_BAD_INPUT, EXIT_SOME_FAILED
 from training.files import write_json_atomically
-from training.quiet import add_verbose_flag, quiet_logs
+from training.quiet import add_verbose_flag, native_stderr_silenced, quiet_logs
 
 FORMATS = ("run", "keras", "saved_model", "tflite")
 
@@ -110,11 +110,12 @@ class Classifier:
 
         from keras_mixer.preprocessing import decode_image, load_image  # noqa: PLC0415
 
-        if self.format == "saved_model":
-            encoded = tf.io.read_file(path)
-            decode_image(encoded)  # raises here, per file, rather than failing the whole batch
-            return encoded.numpy()
-        return load_image(path, self.image_size, self.num_channels).numpy()
+        with native_stderr_silenced():  # a corrupt file is reported in the results, not by libjpeg
+            if self.format == "saved_model":
+                encoded = tf.io.read_file(path)
+                decode_image(encoded)  # raises here, per file, rather than failing the whole batch
+                return encoded.numpy()
+            return load_image(path, self.image_size, self.num_channels).numpy()
 
     def predict(self, prepared):
         """Class probabilities (N, K) of a list of `prepare` results."""

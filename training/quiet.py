@@ -8,6 +8,7 @@ scratch file (replayed if the import itself fails), and sets the Python loggers 
 Every CLI calls it first, unless `--verbose`.
 """
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -15,22 +16,49 @@ import sys
 import tempfile
 import warnings
 
+# Set by `quiet_logs()` without --verbose: `native_stderr_silenced` then silences.
+_quiet = False
+
+
+@contextlib.contextmanager
+def _stderr_fd_to(file):
+    """Point the process's stderr (file descriptor 2, where C++ and C libraries write) at `file` in this block."""
+    stderr_fd = 2  # not sys.stderr.fileno(): a test runner's capture may have replaced sys.stderr
+    sys.stderr.flush()
+    saved = os.dup(stderr_fd)
+    os.dup2(file.fileno(), stderr_fd)
+    try:
+        yield saved  # the real stderr's descriptor, for what should still show
+    finally:
+        os.dup2(saved, stderr_fd)
+        os.close(saved)
+
 
 def _import_tensorflow_silently():
-    stderr_fd = sys.stderr.fileno()
-    saved = os.dup(stderr_fd)
     with tempfile.TemporaryFile(mode="w+b") as scratch:
-        os.dup2(scratch.fileno(), stderr_fd)
         try:
-            import tensorflow  # noqa: F401, PLC0415
+            with _stderr_fd_to(scratch):
+                import tensorflow  # noqa: F401, PLC0415
         except BaseException:
-            os.dup2(saved, stderr_fd)
             scratch.seek(0)
             sys.stderr.write(scratch.read().decode(errors="replace"))
             raise
-        finally:
-            os.dup2(saved, stderr_fd)
-            os.close(saved)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """In a quiet CLI (`quiet_logs()` without --verbose), drop what native code writes to stderr in this block.
+
+    Yields a text stream to the real stderr, for what should still show (a progress bar). libjpeg, for
+    one, prints "Unsupported marker type 0x20" for a corrupt JPEG before TensorFlow raises the error
+    that the CLI reports in its own words.
+    """
+    if not _quiet:
+        yield sys.stderr
+        return
+    with open(os.devnull, "wb") as devnull, _stderr_fd_to(devnull) as real_stderr:
+        with os.fdopen(os.dup(real_stderr), "w", buffering=1) as visible:
+            yield visible
 
 
 def quiet_tensorflow_import(argv):
@@ -53,8 +81,10 @@ def quiet_tensorflow_import(argv):
 
 def quiet_logs(verbose=False):
     """Silence TensorFlow's, tfds' and absl's start-up and info logs (all of them unless `verbose`)."""
+    global _quiet  # noqa: PLW0603  (one switch per process, as the log thresholds it sits beside)
     if verbose:
         return
+    _quiet = True
     quiet_tensorflow_import(())
     import absl.logging  # noqa: PLC0415
 
