@@ -158,6 +158,11 @@ def test_export_cli_bad_inputs_write_nothing(tmp_path):
     for text in ("unknown format 'onnx'", "unknown TFLite mode 'int3'", "model file not found"):
         assert text in result.stderr
     assert not base.exists()
+    nameless = _export_cli_in_process("--model", tmp_path / "absent.keras", "--base-dir", base, "--name", "a/b",
+                                      "--formats", ",", "--tflite-modes", "")  # fmt: skip
+    assert nameless.returncode == 2
+    assert "--name must be one folder name" in nameless.stderr and "--formats names no format" in nameless.stderr
+    assert not base.exists()
 
 
 def test_exporting_a_model_that_is_not_a_mixer_is_refused(tmp_path):

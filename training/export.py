@@ -94,6 +94,12 @@ def main(argv=None):
     modes = [m for m in args.tflite_modes.split(",") if m]
     problems = [f"unknown format {f!r} (expected {FORMATS})" for f in formats if f not in FORMATS]
     problems += [f"unknown TFLite mode {m!r} (expected {TFLITE_MODES})" for m in modes if m not in TFLITE_MODES]
+    if not formats:
+        problems.append(f"--formats names no format (expected one or more of {FORMATS}). Received: {args.formats!r}")
+    if "tflite" in formats and not modes:
+        problems.append(f"--tflite-modes names no mode (expected one or more of {TFLITE_MODES})")
+    if args.name in ("", ".", "..") or "/" in args.name or (os.altsep and os.altsep in args.name):
+        problems.append(f"--name must be one folder name, as TF Serving's model name (no '/'). Received: {args.name!r}")
     if not os.path.isfile(args.model):
         problems.append(f"model file not found: {args.model}")
     run_dir = _run_dir(args.model)
