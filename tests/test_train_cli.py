@@ -52,6 +52,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     )  # fmt: skip
     assert export.returncode == 0, export.stderr[-3000:]
     assert "Exporting the flip-averaged model" in export.stdout  # as the run was evaluated
+    assert "fully_quantize" not in export.stderr and "XNNPACK" not in export.stderr  # the converter's, LiteRT's logs
 
     # The validation part evaluates like the test split; one view, it is the figure fit chose the checkpoint by.
     validation = _evaluate_cli(model_dir, fashion_data_dir, "--split", "validation")

@@ -21,7 +21,7 @@ import sys
 from keras_mixer.export import TFLITE_MODES
 from training import EXIT_BAD_INPUT
 from training.choices import AUTO_ON_OFF
-from training.quiet import add_verbose_flag, quiet_logs
+from training.quiet import add_verbose_flag, native_stderr_silenced, quiet_logs
 from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice
 
 FORMATS = ("saved_model", "saved_model_bfloat16", "tflite")
@@ -174,7 +174,10 @@ def _write_exports(model, args, modes, calibration, folders, run_dir):
 
     tflite_files = {}
     for mode in modes if "tflite" in folders else ():
-        tflite_files[mode] = export_tflite(model, os.path.join(folders["tflite"], f"{mode}.tflite"), mode, calibration)
+        with native_stderr_silenced():  # the converter's C++ prints "fully_quantize: 0, inference_type: 6, ..."
+            tflite_files[mode] = export_tflite(
+                model, os.path.join(folders["tflite"], f"{mode}.tflite"), mode, calibration
+            )
     class_names = model.class_names or _class_names(args.model) or model_class_names(model)
     saved_models = {}
     for export_format, precision in (("saved_model", "float32"), ("saved_model_bfloat16", "bfloat16")):
@@ -185,7 +188,8 @@ def _write_exports(model, args, modes, calibration, folders, run_dir):
     if args.report == "off" or run_dir is None:
         return
     images, labels, split = _test_examples(run_dir, args.report_examples, model.num_channels)
-    report = parity_report(model, images, labels, saved_models, tflite_files, split=split)
+    with native_stderr_silenced():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        report = parity_report(model, images, labels, saved_models, tflite_files, split=split)
     for export_format, folder in folders.items():
         write_report(report, folder if export_format == "tflite" else os.path.join(folder, "assets"))
     print(report_markdown(report) + "Report: export_report.md and .json in each version's assets/ and tflite/ folders")
