@@ -58,10 +58,10 @@ def mixed_precision_safe_dtype(dtype_policy):
 class LayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization`: same arguments, weights and math; fused at TF inference.
 
-    On the TensorFlow backend at inference on a CPU, a norm of at least 65,536 elements per example
-    runs as one XLA-compiled function (`keras_mixer.fused_norm`: a whole S/16 forward pass 1.015x
-    faster in float32, 1.086x in bfloat16); training, small norms, the other backends and exports
-    (`portable_graph()`) run the parent's op.
+    On the TensorFlow backend at inference on a CPU, a norm of at least
+    `fused_norm.MIN_ELEMENTS_PER_EXAMPLE` elements per example runs as one XLA-compiled function
+    (`keras_mixer.fused_norm`, which says what it was measured to be worth); training, small norms, the
+    other backends and exports (`portable_graph()`) run the parent's op.
 
     Example:
     >>> import numpy as np
