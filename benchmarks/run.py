@@ -264,14 +264,13 @@ def fashion_pipeline(batch_size, data_dir=None):
 
 def bfloat16_agreement(model_path, data_dir=None):
     """Top-1 agreement of the trained default model under mixed_bfloat16 vs float32, real test split."""
-    import keras  # noqa: PLC0415
-
     from keras_mixer.export import with_precision  # noqa: PLC0415
+    from training.files import load_keras_file  # noqa: PLC0415
     from training.runs import run_split  # noqa: PLC0415
 
     data, spec = run_split(os.path.dirname(model_path), "test", batch_size=500, data_dir=data_dir)
     images = np.concatenate([x.numpy() for x, _ in data])
-    trained = keras.saving.load_model(model_path)
+    trained = load_keras_file(model_path)
     float32 = trained.predict(images, batch_size=500, verbose=0).argmax(-1)
     bfloat16 = with_precision(trained, "bfloat16").predict(images, batch_size=500, verbose=0).argmax(-1)
     return {

@@ -114,3 +114,58 @@ def test_bad_arguments_exit_2_with_one_message(deployed, tmp_path, capsys, argum
     full = arguments if arguments[0] == "--model" else ["--model", str(run), str(run), *arguments]
     assert predict_main(full) == 2
     assert message in capsys.readouterr().err
+
+
+def _damaged_copies(tmp, run, folder):
+    """A damaged model of each format: cut-off files, a SavedModel with a garbled graph, a zip that is no .keras."""
+    import shutil  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    keras_file = (run / "best.keras").read_bytes()
+    cut_keras = folder / "cut.keras"
+    cut_keras.write_bytes(keras_file[: len(keras_file) // 2])
+    not_keras = folder / "other.keras"
+    with zipfile.ZipFile(not_keras, "w") as archive:
+        archive.writestr("notes.txt", "a zip, but no model in it")
+    cut_run = folder / "run"
+    cut_run.mkdir()
+    shutil.copy(run / "config.json", cut_run / "config.json")
+    (cut_run / "best.keras").write_bytes(keras_file[:1000])
+    garbled = folder / "saved_model"
+    shutil.copytree(tmp / "exports" / "photos" / "1", garbled)
+    (garbled / "saved_model.pb").write_bytes((garbled / "saved_model.pb").read_bytes()[:500])
+    tflite = (tmp / "exports" / "photos" / "tflite" / "1" / "float32.tflite").read_bytes()
+    cut_tflite = folder / "cut.tflite"
+    cut_tflite.write_bytes(tflite[:3000])
+    return {
+        "cut .keras": (cut_keras, "is not a .keras file (a zip archive): is it truncated or corrupt?"),
+        "zip without a model": (not_keras, "could not be loaded as a Keras model"),
+        "run with a cut best.keras": (cut_run, "is not a .keras file"),
+        "garbled SavedModel": (garbled, "could not be loaded"),
+        "cut .tflite": (cut_tflite, "could not be loaded"),
+    }
+
+
+def test_a_damaged_model_of_any_format_exits_2_with_one_line_and_writes_nothing(deployed, tmp_path, capsys):
+    tmp, run = deployed
+    image = str(tmp / "photos" / "dog" / "3.gif")
+    for name, (model, message) in _damaged_copies(tmp, run, tmp_path).items():
+        report = tmp_path / f"{name}.json"
+        assert predict_main(["--model", str(model), image, "--json", str(report)]) == 2, name
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err, (name, err)
+        assert str(model) in err, (name, err)
+        assert not report.exists(), name
+
+
+def test_json_into_a_new_folder_is_written_and_a_file_in_the_way_is_refused_first(deployed, tmp_path, capsys):
+    tmp, run = deployed
+    image = str(tmp / "photos" / "dog" / "3.gif")
+    report = tmp_path / "new" / "nested" / "predictions.json"
+    assert predict_main(["--model", str(run), image, "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["results"][0]["file"] == image
+    (tmp_path / "a_file").write_text("x")
+    assert predict_main(["--model", str(run), image, "--json", str(tmp_path / "a_file" / "p.json")]) == 2
+    out, err = capsys.readouterr()
+    assert "is a file" in err and "--json" in err
+    assert "dog" not in out.split("\n", 1)[-1]  # refused before classifying: only the first call's table

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from keras_mixer import MLPMixer
-from tests.training_helpers import ROOT, TINY_RUN, run_module, run_train
+from tests.training_helpers import ROOT, TINY_RUN, run_main_in_process, run_module, run_train
 from training.callbacks import AtomicModelCheckpoint
 from training.config import TrainConfig, range_problems
 from training.files import WriteError
@@ -98,6 +98,7 @@ def test_a_bad_number_is_the_only_line_a_new_process_prints(fashion_data_dir, tm
         (["--model-dir", "{file}/run"], "cannot be a folder"),
         (["--init-from", "imagenet1k"], "exists per preset: pass a preset"),
         (["--init-from", "no/such.npz"], "published set name (imagenet1k, imagenet21k, sam, gsam) or the path"),
+        (["--init-from", "{cut}"], "is not a .keras file (a zip archive): is it truncated or corrupt?"),
     ],
 )
 def test_bad_flags_exit_2_before_anything_is_written(fashion_data_dir, tmp_path, capsys, flags, message):
@@ -105,12 +106,38 @@ def test_bad_flags_exit_2_before_anything_is_written(fashion_data_dir, tmp_path,
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(b"PK\x03\x04 the first bytes of a .keras archive, and nothing after them")
     model_dir = tmp_path / "run"
-    flags = [flag.format(file=blocker) for flag in flags]
+    flags = [flag.format(file=blocker, cut=cut) for flag in flags]
     assert main([*TINY_RUN, "--data-dir", fashion_data_dir, "--model-dir", str(model_dir), *flags]) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
     assert not model_dir.exists() and blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "module, flags",
+    [
+        ("training.export", ["--model", "{model}", "--name", "cut", "--base-dir", "{tmp}/exports"]),
+        ("training.evaluate", ["--model-dir", "{tmp}/run"]),
+        ("training.experiments.token_weights", ["--model", "{model}", "--output", "{tmp}/weights.png"]),
+    ],
+)
+def test_a_cut_off_keras_file_is_named_as_such_by_every_cli_and_nothing_is_written(tmp_path, module, flags):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(TrainConfig().to_json())
+    whole = MLPMixer(image_size=8, patch_size=4, num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=8)
+    whole.save(tmp_path / "whole.keras")
+    (run / "best.keras").write_bytes((tmp_path / "whole.keras").read_bytes()[:-200])  # the zip directory is at the end
+    before = sorted(tmp_path.rglob("*"))
+    flags = [flag.format(model=run / "best.keras", tmp=tmp_path) for flag in flags]
+    result = run_main_in_process(module, *flags)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "is not a .keras file (a zip archive)" in result.stderr, result.stderr
+    assert str(run / "best.keras") in result.stderr
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):

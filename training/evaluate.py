@@ -13,7 +13,7 @@ import os
 import sys
 
 from training import EXIT_BAD_INPUT
-from training.files import write_json_atomically
+from training.files import load_keras_file, write_json_atomically
 from training.quiet import add_verbose_flag, quiet_logs
 from training.runs import FLIP_AVERAGE_CHOICES, flip_average_choice, load_run_config, run_split
 
@@ -36,10 +36,6 @@ def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0, flip_
     `flip_average`: "auto" follows the run's `--test-flip-average`; "on" / "off" force it.
     Returns a dict whose figures are named after the split (`test_accuracy`, ...).
     """
-    import keras  # noqa: PLC0415
-
-    import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer and its layers for load_model)
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
     model_path = os.path.join(model_dir, checkpoint)
@@ -48,7 +44,7 @@ def evaluate(model_dir, checkpoint="best.keras", data_dir=None, verbose=0, flip_
         raise ValueError(f"The run in {model_dir} held out no validation part (validation_fraction=0).")
     if not os.path.exists(model_path):
         raise FileNotFoundError(f"{model_path} not found: is {model_dir!r} a training run's --model-dir?")
-    model = keras.saving.load_model(model_path)
+    model = load_keras_file(model_path, flag="--checkpoint")
     data, spec = run_split(model_dir, split, data_dir=data_dir, num_channels=model.num_channels)
     single_view = _metrics(model, data, verbose)
     averaged = flip_average_choice(flip_average, model_dir)

@@ -126,13 +126,12 @@ def main(argv=None):
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    import keras  # noqa: PLC0415
-
     from keras_mixer import MLPMixer  # noqa: PLC0415
     from keras_mixer.export import BFLOAT16_FOLDER, TFLITE_FOLDER, next_version, staged_folder  # noqa: PLC0415
+    from training.files import load_keras_file  # noqa: PLC0415
 
     try:
-        model = keras.saving.load_model(args.model)
+        model = load_keras_file(args.model)
         if flip_average_choice(args.flip_average, run_dir) and isinstance(model, MLPMixer) and not model.flip_average:
             model = model.flip_averaged()
             print("Exporting the flip-averaged model: each output is the mean over the image and its mirror image.")

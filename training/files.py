@@ -1,7 +1,8 @@
-"""Run artefacts on disk: atomic writes, the CSV history, and the loss/accuracy curves PNG."""
+"""Run artefacts on disk: atomic writes, reading `.keras` files back, the CSV history, the curves PNG."""
 
 import csv
 import os
+import zipfile
 
 from keras_mixer.atomic import (  # noqa: F401  (re-exported: the run code imports them from here)
     WriteError,
@@ -29,6 +30,33 @@ def writable_dir_problem(path, flag="--model-dir"):
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{flag} {path!r} is not writable (no write permission on {existing!r}, or a read-only file system)"
     return None
+
+
+def load_keras_file(path, flag="--model"):
+    """`keras.saving.load_model(path)`, with one clear error for a missing, truncated or damaged `.keras` file.
+
+    Keras answers a file that is not a zip archive with "File not found", which misleads when the file
+    is there but cut off (a copy or a download that stopped). `FileNotFoundError` when nothing is at
+    `path`; `ValueError`, naming `flag` and the file, when it is not a whole `.keras` archive or Keras
+    cannot build a model from it.
+
+    Example:
+    >>> load_keras_file("no/such/model.keras")
+    Traceback (most recent call last):
+    FileNotFoundError: --model: no file at 'no/such/model.keras'
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: no file at {path!r}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{flag} {path!r} is not a .keras file (a zip archive): is it truncated or corrupt?")
+    import keras  # noqa: PLC0415
+
+    import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer and its layers)
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as error:  # a damaged member inside a whole archive: Keras' errors vary by member
+        raise ValueError(f"{flag} {path!r} could not be loaded as a Keras model: {error}") from error
 
 
 def read_history(path):

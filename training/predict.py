@@ -16,7 +16,7 @@ import os
 import sys
 
 from training import EXIT_BAD_INPUT, EXIT_SOME_FAILED
-from training.files import write_json_atomically
+from training.files import load_keras_file, writable_dir_problem, write_json_atomically
 from training.quiet import add_verbose_flag, native_stderr_silenced, quiet_logs
 
 FORMATS = ("run", "keras", "saved_model", "tflite")
@@ -68,20 +68,13 @@ class Classifier:
         self._predict = self._predict_keras
 
     def _load_run(self):
-        import keras  # noqa: PLC0415
-
-        import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer for load_model)
         from training.runs import flip_average_choice  # noqa: PLC0415
 
-        model = keras.saving.load_model(os.path.join(self.path, "best.keras"))
+        model = load_keras_file(os.path.join(self.path, "best.keras"))
         self._use_keras_model(model.flip_averaged() if flip_average_choice("auto", self.path) else model)
 
     def _load_keras(self):
-        import keras  # noqa: PLC0415
-
-        import keras_mixer  # noqa: F401, PLC0415
-
-        self._use_keras_model(keras.saving.load_model(self.path))
+        self._use_keras_model(load_keras_file(self.path))
 
     def _load_saved_model(self):
         import tensorflow as tf  # noqa: PLC0415
@@ -236,11 +229,25 @@ def main(argv=None):
         problems.append(f"no image files (JPEG, PNG, BMP, GIF) found in {args.inputs}")
     if args.json and os.path.isdir(args.json):
         problems.append(f"--json must be a file path; {args.json!r} is a folder")
+    elif args.json:
+        problem = writable_dir_problem(os.path.dirname(os.path.abspath(args.json)), "--json's folder")
+        if problem:
+            problems.append(problem)
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    classifier = Classifier(args.model)
+    try:
+        classifier = Classifier(args.model)
+    except Exception as error:  # noqa: BLE001  (a damaged file of any of the four formats: their errors vary)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        kind = model_format(args.model)
+        if kind in ("run", "keras"):  # `load_keras_file`'s errors name the file and what is wrong with it
+            print(f"error: {reason}", file=sys.stderr)
+        else:
+            kind = {"saved_model": "SavedModel", "tflite": "TFLite file"}[kind]
+            print(f"error: --model {args.model!r} could not be loaded as a {kind}: {reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     top_k = min(args.top_k, len(classifier.class_names) if classifier.class_names else args.top_k)
     progress = len(files) > 1 and sys.stderr.isatty()
     results = classify(classifier, files, top_k, args.batch_size, progress=progress)
@@ -254,7 +261,12 @@ def main(argv=None):
             "failed": failed,
             "results": results,
         }
-        write_json_atomically(args.json, report)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            write_json_atomically(args.json, report)
+        except OSError as error:  # WriteError included
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_SOME_FAILED
     if failed:
         print(f"{failed} of {len(files)} file(s) could not be classified.", file=sys.stderr)
         return EXIT_SOME_FAILED

@@ -22,6 +22,7 @@ from training import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NON_FINITE
 from training.config import add_config_flags, config_from_args, range_problems
 from training.files import (
     WriteError,
+    load_keras_file,
     read_history,
     save_curves,
     trim_history,
@@ -203,8 +204,6 @@ def initialise_from(model_args, model_config, class_names):
     `.keras` model whose classes are not the dataset's `class_names` gives no head: the new head
     starts at zero, as in the paper's fine-tuning, instead of mapping old classes onto new ones.
     """
-    import keras  # noqa: PLC0415
-
     from keras_mixer.checkpoints import HEAD_KEYS, read_official_checkpoint, resized_config, save_official_weights  # noqa: PLC0415
     from keras_mixer.weights import resolve_weights  # noqa: PLC0415
 
@@ -213,7 +212,7 @@ def initialise_from(model_args, model_config, class_names):
     except ValueError as error:
         raise ConfigError(f"--init-from: {error}") from None
     if path.endswith(".keras"):
-        source = keras.saving.load_model(path)
+        source = load_keras_file(path, flag="--init-from")
         params = save_official_weights(source)
         if source.class_names is not None and list(source.class_names) != list(class_names):
             print(f"--init-from {path}: its classes are not this dataset's, so the head starts anew (at zero).")

@@ -27,12 +27,10 @@ def token_mixing_kernel(path, block):
     from keras_mixer.checkpoints import read_official_checkpoint, save_official_weights  # noqa: PLC0415
 
     if path.endswith(".keras"):
-        import keras  # noqa: PLC0415
-
-        import keras_mixer  # noqa: F401, PLC0415  (registers the classes)
         from keras_mixer import MLPMixer  # noqa: PLC0415
+        from training.files import load_keras_file  # noqa: PLC0415
 
-        model = keras.saving.load_model(path)
+        model = load_keras_file(path)
         if not isinstance(model, MLPMixer):
             raise ValueError(f"Expected a keras_mixer.MLPMixer in {path}. Received: a {type(model).__name__}")
         params, grid = save_official_weights(model), model.grid_size
