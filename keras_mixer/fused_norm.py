@@ -34,7 +34,9 @@ MIN_ELEMENTS_PER_EXAMPLE = 65_536
 
 @contextlib.contextmanager
 def portable_graph():
-    """Trace graphs that any TensorFlow runtime runs, TF Serving included: no XLA-compiled norms.
+    """Trace graphs that any TensorFlow runtime runs, TF Serving included: no XLA-compiled pieces.
+
+    Neither the fused norm of inference nor the compiled GELU of training (`keras_mixer.fused_gelu`).
 
     Example:
     >>> import numpy as np
@@ -53,24 +55,31 @@ def portable_graph():
 def fused_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` on `inputs` in this call.
 
-    All must hold: the TensorFlow backend, inference (`training` falsy), no GPU visible to TensorFlow
-    (unmeasured there), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE` elements per example
-    (known when traced), `center` and `scale` on, no `rms_scaling`, and not inside `portable_graph()`.
+    All must hold: inference (`training` falsy), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
+    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`, and
+    `tensorflow_cpu_xla_allowed()`.
     """
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
     per_example = math.prod(dim or 0 for dim in inputs.shape[1:])  # an unknown size counts as 0
     return (
         not training
-        and keras.backend.backend() == "tensorflow"
-        and not _PORTABLE.get()
         and [axis % rank for axis in axes] == [rank - 1]
         and per_example >= MIN_ELEMENTS_PER_EXAMPLE
         and norm.center
         and norm.scale
         and not norm.rms_scaling
-        and not _machine_has_gpu()
+        and tensorflow_cpu_xla_allowed()
     )
+
+
+def tensorflow_cpu_xla_allowed():
+    """Whether a small XLA-compiled piece (this norm, `fused_gelu`) may run in the graph being traced.
+
+    The TensorFlow backend, no GPU visible to TensorFlow (the pieces are measured on CPUs only), and
+    not inside `portable_graph()`.
+    """
+    return keras.backend.backend() == "tensorflow" and not _PORTABLE.get() and not _machine_has_gpu()
 
 
 def fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):

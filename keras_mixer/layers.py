@@ -9,7 +9,8 @@ Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
     MixerBlock       x += T(MLP_tokens(T(LN(x))));  x += MLP_channels(LN(x))
 
 Only `keras.ops` / `keras.layers` are used, so every layer runs on the TensorFlow, JAX and
-PyTorch backends (`LayerNormalization` adds a TensorFlow-only fused kernel for inference, `fused_norm.py`).
+PyTorch backends. Two TensorFlow-only fast paths compute the same values: `LayerNormalization` fused at
+inference (`fused_norm.py`) and the GELU's forward and gradient compiled in training (`fused_gelu.py`).
 Sub-layer names mirror the official Flax checkpoint (`token_mixing/Dense_0`, `LayerNorm_1`, ...),
 which makes weight conversion a rename table (see `checkpoints.py`).
 The model assembly (pre-head norm, pooling, head) lives in `model.py`.
@@ -18,12 +19,13 @@ The model assembly (pre-head norm, pooling, head) lives in `model.py`.
 import keras
 from keras import ops
 
+from keras_mixer.fused_gelu import gelu
 from keras_mixer.fused_norm import fused_inference_applies, fused_layer_norm
 
 PACKAGE = "keras_mixer"
 
-# The MLP nonlinearity: the paper's GELU, or ReLU, which trains ~1.4x faster on a CPU (TensorFlow
-# fuses it into the matmul; the GELU's element-wise chain is a third of a small Mixer's step there).
+# The MLP nonlinearity: the paper's GELU, or ReLU, which is cheaper on a CPU (TensorFlow fuses it into
+# the matmul in training too, and its gradient is one comparison).
 MLP_ACTIVATIONS = ("gelu", "relu")
 
 
@@ -139,7 +141,8 @@ class MlpBlock(keras.layers.Layer):
     The paper's MLP, shared by token mixing (last axis = tokens) and channel mixing (last axis =
     channels). Optional dropout after the GELU and after the output projection (timm's
     placement; the official model has none). Kernels lecun-normal, biases zero.
-    `activation="relu"` swaps the GELU for a ReLU (not the paper's model; faster on CPU).
+    `activation="relu"` swaps the GELU for a ReLU (not the paper's model; faster on CPU). In training
+    on TensorFlow the GELU's forward and gradient run compiled (`keras_mixer.fused_gelu`; same values).
 
     Example:
     >>> import numpy as np
@@ -172,7 +175,7 @@ class MlpBlock(keras.layers.Layer):
             x = ops.reshape(x, (-1, x.shape[-1]))
         x = self.dense_0(x)
         if self.activation == "gelu":
-            x = ops.gelu(x, approximate=self.gelu_approximate)
+            x = gelu(x, approximate=self.gelu_approximate, training=training)
         else:
             x = ops.relu(x)
         x = self.dropout(x, training=training)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from benchmarks import fused_norm_ab, gpu_check, mlp_layout, op_breakdown
+from benchmarks import fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import target_classes
@@ -124,3 +124,15 @@ def test_the_fused_norm_ab_times_both_paths_in_alternation(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in error
     assert "--min-elements must be >= 0. Received: -5" in error
+
+
+def test_the_fused_gelu_ab_times_both_train_steps_in_alternation(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    args = ["--preset", "fashion", "--batch-size", "4", "--rounds", "2", "--steps", "1", "--json", str(out)]
+    assert fused_gelu_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert len(report["ratios_compiled_over_keras"]) == 2 and report["machine"]["cpu"]
+    assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
+    assert "compiled faster in" in capsys.readouterr().out
+    assert fused_gelu_ab.main(["--rounds", "0", "--steps", "-1"]) == EXIT_BAD_INPUT
+    assert "--rounds must be >= 1. Received: 0; --steps must be >= 1. Received: -1" in capsys.readouterr().err

@@ -1,0 +1,106 @@
+"""The compiled GELU of training against Keras' own, in alternation: the A/B behind `keras_mixer/fused_gelu.py`.
+
+    python -m benchmarks.fused_gelu_ab --preset mixer_s16 --precision bfloat16 --batch-size 8 --rounds 9
+
+Builds two identical models with the default run's optimiser and loss (`benchmarks.run.compiled_train_steps`)
+and traces one train step as the package runs it (the GELU's forward and gradient each one XLA call)
+and the other inside `portable_graph()` (Keras' GELU). Then it times them in alternation, `--rounds`
+times, `--steps` steps per timed call, so both see the machine in the same state. `--xla` compiles
+the whole step with XLA (as `--xla` training does), where the GELU is compiled either way. Prints the
+per-round ratios and writes JSON (`--json`) with the CPU named.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from keras_mixer.atomic import write_json_atomically  # noqa: E402
+from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+
+def alternate(config, batch_size, precision, rounds, steps, jit_compile=False):
+    """{"compiled": [images/s per round], "keras": [...]}, the two train steps timed in alternation."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks.run import _time_calls, compiled_train_steps  # noqa: PLC0415
+    from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    compiled = compiled_train_steps(config, batch_size, precision, jit_compile=jit_compile)
+    keras.utils.set_random_seed(0)
+    keras_gelu = compiled_train_steps(config, batch_size, precision, jit_compile=jit_compile)
+    count = tf.constant(steps)
+    compiled(count).numpy()
+    with portable_graph():
+        keras_gelu(count).numpy()  # traced (and so fixed) with Keras' GELU
+
+    def rate(train):
+        (seconds,) = _time_calls(lambda: train(count).numpy(), repeats=1)
+        return steps * batch_size / seconds
+
+    rates = {"compiled": [], "keras": []}
+    for _ in range(rounds):
+        rates["compiled"].append(rate(compiled))
+        rates["keras"].append(rate(keras_gelu))
+    return rates
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_gelu_ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="bfloat16")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
+    parser.add_argument("--xla", action="store_true", help="compile the whole train step with XLA")
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    from benchmarks.run import model_config  # noqa: PLC0415
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    bad = [f"--{name.replace('_', '-')} must be >= 1. Received: {value}"
+           for name, value in (("batch_size", args.batch_size), ("rounds", args.rounds), ("steps", args.steps))
+           if value < 1]  # fmt: skip
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        config = model_config(args.preset)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rates = alternate(config, args.batch_size, args.precision, args.rounds, args.steps, args.xla)
+    ratios = [compiled / keras for compiled, keras in zip(rates["compiled"], rates["keras"])]
+    report = {
+        "command": "python -m benchmarks.fused_gelu_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "whole_step_xla": args.xla,
+        "images_per_second": rates,
+        "median_images_per_second": {path: statistics.median(values) for path, values in rates.items()},
+        "ratios_compiled_over_keras": ratios,
+        "median_ratio": statistics.median(ratios),
+        "rounds_compiled_faster": sum(ratio > 1 for ratio in ratios),
+    }
+    print(f"{args.preset} {args.precision} batch {args.batch_size}{' (XLA step)' if args.xla else ''}: "
+          "compiled / Keras' GELU per round " + " ".join(f"{ratio:.3f}" for ratio in ratios))  # fmt: skip
+    print(f"median {report['median_ratio']:.3f}; compiled faster in {report['rounds_compiled_faster']} of "
+          f"{args.rounds} rounds; images/s compiled {report['median_images_per_second']['compiled']:.1f}, "
+          f"Keras' {report['median_images_per_second']['keras']:.1f}")  # fmt: skip
+    if args.json:
+        write_json_atomically(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
