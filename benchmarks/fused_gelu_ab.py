@@ -12,11 +12,16 @@ per-round ratios and writes JSON (`--json`) with the CPU named.
 
 import argparse
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    at_least_one_problems,
+    images_per_second_in_alternation,
+    print_ab,
+)
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
@@ -27,7 +32,7 @@ def alternate(config, batch_size, precision, rounds, steps, jit_compile=False):
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from benchmarks.run import _time_calls, compiled_train_steps  # noqa: PLC0415
+    from benchmarks.run import compiled_train_steps  # noqa: PLC0415
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
@@ -39,15 +44,8 @@ def alternate(config, batch_size, precision, rounds, steps, jit_compile=False):
     with portable_graph():
         keras_gelu(count).numpy()  # traced (and so fixed) with Keras' GELU
 
-    def rate(train):
-        (seconds,) = _time_calls(lambda: train(count).numpy(), repeats=1)
-        return steps * batch_size / seconds
-
-    rates = {"compiled": [], "keras": []}
-    for _ in range(rounds):
-        rates["compiled"].append(rate(compiled))
-        rates["keras"].append(rate(keras_gelu))
-    return rates
+    runs = {"compiled": lambda: compiled(count).numpy(), "keras": lambda: keras_gelu(count).numpy()}
+    return images_per_second_in_alternation(runs, rounds, steps * batch_size)
 
 
 def main(argv=None):
@@ -66,9 +64,7 @@ def main(argv=None):
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
-    bad = [f"--{name.replace('_', '-')} must be >= 1. Received: {value}"
-           for name, value in (("batch_size", args.batch_size), ("rounds", args.rounds), ("steps", args.steps))
-           if value < 1]  # fmt: skip
+    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, steps=args.steps)
     if bad:
         print("error: " + "; ".join(bad), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -78,7 +74,6 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     rates = alternate(config, args.batch_size, args.precision, args.rounds, args.steps, args.xla)
-    ratios = [compiled / keras for compiled, keras in zip(rates["compiled"], rates["keras"])]
     report = {
         "command": "python -m benchmarks.fused_gelu_ab " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_description(),
@@ -86,17 +81,10 @@ def main(argv=None):
         "precision": args.precision,
         "batch_size": args.batch_size,
         "whole_step_xla": args.xla,
-        "images_per_second": rates,
-        "median_images_per_second": {path: statistics.median(values) for path, values in rates.items()},
-        "ratios_compiled_over_keras": ratios,
-        "median_ratio": statistics.median(ratios),
-        "rounds_compiled_faster": sum(ratio > 1 for ratio in ratios),
+        **ab_summary(rates, "compiled", "keras"),
     }
-    print(f"{args.preset} {args.precision} batch {args.batch_size}{' (XLA step)' if args.xla else ''}: "
-          "compiled / Keras' GELU per round " + " ".join(f"{ratio:.3f}" for ratio in ratios))  # fmt: skip
-    print(f"median {report['median_ratio']:.3f}; compiled faster in {report['rounds_compiled_faster']} of "
-          f"{args.rounds} rounds; images/s compiled {report['median_images_per_second']['compiled']:.1f}, "
-          f"Keras' {report['median_images_per_second']['keras']:.1f}")  # fmt: skip
+    title = f"{args.preset} {args.precision} batch {args.batch_size}{' (XLA step)' if args.xla else ''}"
+    print_ab(report, title, "compiled", "keras", old_label="Keras' GELU")
     if args.json:
         write_json_atomically(args.json, report)
     return 0

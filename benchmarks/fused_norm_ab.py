@@ -12,11 +12,16 @@ the effect. Prints the per-round ratios and writes JSON (`--json`) with the CPU 
 
 import argparse
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    at_least_one_problems,
+    images_per_second_in_alternation,
+    print_ab,
+)
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
@@ -26,7 +31,6 @@ def alternate(model, images, rounds, calls):
     """{"fused": [images/s per round], "unfused": [...]}, the two forward passes timed in alternation."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from benchmarks.run import _time_calls  # noqa: PLC0415
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
 
     images = tf.constant(images)
@@ -36,15 +40,8 @@ def alternate(model, images, rounds, calls):
     with portable_graph():
         unfused(images).numpy()  # traced (and so fixed) without the fused norm
 
-    def rate(forward):
-        (seconds,) = _time_calls(lambda: forward(images).numpy(), repeats=1, calls=calls)
-        return len(images) / seconds
-
-    rates = {"fused": [], "unfused": []}
-    for _ in range(rounds):
-        rates["fused"].append(rate(fused))
-        rates["unfused"].append(rate(unfused))
-    return rates
+    runs = {"fused": lambda: fused(images).numpy(), "unfused": lambda: unfused(images).numpy()}
+    return images_per_second_in_alternation(runs, rounds, len(images), calls)
 
 
 def main(argv=None):
@@ -69,9 +66,7 @@ def main(argv=None):
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
-    bad = [f"--{name.replace('_', '-')} must be >= 1. Received: {value}"
-           for name, value in (("batch_size", args.batch_size), ("rounds", args.rounds), ("calls", args.calls))
-           if value < 1]  # fmt: skip
+    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, calls=args.calls)
     if args.min_elements is not None and args.min_elements < 0:
         bad.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
     if bad:
@@ -89,7 +84,6 @@ def main(argv=None):
         rates = alternate(model, synthetic_images(config, args.batch_size), args.rounds, args.calls)
     finally:
         fused_norm.MIN_ELEMENTS_PER_EXAMPLE = package_threshold
-    ratios = [fused / unfused for fused, unfused in zip(rates["fused"], rates["unfused"])]
     report = {
         "command": "python -m benchmarks.fused_norm_ab " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_description(),
@@ -97,17 +91,9 @@ def main(argv=None):
         "precision": args.precision,
         "batch_size": args.batch_size,
         "min_elements_per_example": threshold,
-        "images_per_second": rates,
-        "median_images_per_second": {path: statistics.median(values) for path, values in rates.items()},
-        "ratios_fused_over_unfused": ratios,
-        "median_ratio": statistics.median(ratios),
-        "rounds_fused_faster": sum(ratio > 1 for ratio in ratios),
+        **ab_summary(rates, "fused", "unfused"),
     }
-    print(f"{args.preset} {args.precision} batch {args.batch_size}: fused / unfused per round "
-          + " ".join(f"{ratio:.3f}" for ratio in ratios))  # fmt: skip
-    print(f"median {report['median_ratio']:.3f}; fused faster in {report['rounds_fused_faster']} of {args.rounds}"
-          f" rounds; images/s fused {report['median_images_per_second']['fused']:.1f},"
-          f" unfused {report['median_images_per_second']['unfused']:.1f}")  # fmt: skip
+    print_ab(report, f"{args.preset} {args.precision} batch {args.batch_size}", "fused", "unfused")
     if args.json:
         write_json_atomically(args.json, report)
     return 0

@@ -1,0 +1,69 @@
+"""Two code paths timed in alternation in one process, and the A/B summary: shared by the `*_ab` benchmarks.
+
+On a shared VM, rows measured minutes apart drift by more than a few-percent effect; timing the two
+paths in turn, round after round, lets both see the machine in the same state.
+"""
+
+import statistics
+
+
+def images_per_second_in_alternation(runs, rounds, images_per_run, calls=1):
+    """{name: [images/s per round]}: each `runs[name]()` timed in turn, `rounds` times.
+
+    Each round times `calls` calls of each path, after one untimed call (`benchmarks.run._time_calls`).
+
+    Example:
+    >>> rates = images_per_second_in_alternation({"a": lambda: None, "b": lambda: None}, 2, 8)
+    >>> sorted(rates), [len(values) for values in rates.values()]
+    (['a', 'b'], [2, 2])
+    """
+    from benchmarks.run import _time_calls  # noqa: PLC0415
+
+    rates = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            (seconds,) = _time_calls(run, repeats=1, calls=calls)
+            rates[name].append(images_per_run / seconds)
+    return rates
+
+
+def ab_summary(rates, new, old):
+    """The JSON fields of an A/B: each round's `new`/`old` ratio, the medians, and how often `new` won.
+
+    Example:
+    >>> summary = ab_summary({"fused": [2.0, 3.0], "unfused": [1.0, 4.0]}, "fused", "unfused")
+    >>> summary["ratios_fused_over_unfused"], summary["rounds_fused_faster"]
+    ([2.0, 0.75], 1)
+    """
+    ratios = [a / b for a, b in zip(rates[new], rates[old])]
+    return {
+        "images_per_second": rates,
+        "median_images_per_second": {path: statistics.median(values) for path, values in rates.items()},
+        f"ratios_{new}_over_{old}": ratios,
+        "median_ratio": statistics.median(ratios),
+        f"rounds_{new}_faster": sum(ratio > 1 for ratio in ratios),
+    }
+
+
+def print_ab(report, title, new, old, old_label=None):
+    """Two lines: each round's `new`/`old` ratio, then the median, the rounds `new` won and the median rates."""
+    old_label = old_label or old
+    ratios = " ".join(f"{ratio:.3f}" for ratio in report[f"ratios_{new}_over_{old}"])
+    medians, rounds = report["median_images_per_second"], len(report[f"ratios_{new}_over_{old}"])
+    print(f"{title}: {new} / {old_label} per round {ratios}")
+    print(f"median {report['median_ratio']:.3f}; {new} faster in {report[f'rounds_{new}_faster']} of {rounds} rounds;"
+          f" images/s {new} {medians[new]:.1f}, {old_label} {medians[old]:.1f}")  # fmt: skip
+
+
+def at_least_one_problems(**values):
+    """One message per flag below 1 (`batch_size=0` -> "--batch-size must be >= 1. Received: 0").
+
+    Example:
+    >>> at_least_one_problems(rounds=0, steps=2)
+    ['--rounds must be >= 1. Received: 0']
+    """
+    problems = []
+    for name, value in values.items():
+        if value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1. Received: {value}")
+    return problems
