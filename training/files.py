@@ -49,9 +49,7 @@ def load_keras_file(path, flag="--model"):
         raise FileNotFoundError(f"{flag}: no file at {path!r}")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{flag} {path!r} is not a .keras file (a zip archive): is it truncated or corrupt?")
-    import keras  # noqa: PLC0415
-
-    import keras_mixer  # noqa: F401, PLC0415  (registers MLPMixer and its layers)
+    import keras  # noqa: PLC0415  (MLPMixer's classes are registered: keras_mixer is imported above)
 
     try:
         return keras.saving.load_model(path)

@@ -12,6 +12,7 @@ file was classified, 1 when some could not be read, 2 for a bad argument (nothin
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -41,6 +42,19 @@ def model_format(path):
         "--model must be a training run's --model-dir, a .keras file, a SavedModel version folder "
         f"(holding saved_model.pb) or a .tflite file. Received: {path!r}"
     )
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextlib.contextmanager
+def _load_errors_named(path, kind):
+    """Any error while loading `path` as a `kind` becomes one `ValueError` naming both (their own errors vary)."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001  (a cut-off or garbled file: IndexError, OSError, ValueError, ...)
+        raise ValueError(f"--model {path!r} could not be loaded as a {kind}: {_first_line(error)}") from error
 
 
 class Classifier:
@@ -81,7 +95,8 @@ class Classifier:
 
         from keras_mixer.export import read_class_names  # noqa: PLC0415
 
-        self.model = tf.saved_model.load(self.path).signatures["serving_bytes"]
+        with _load_errors_named(self.path, "SavedModel"):
+            self.model = tf.saved_model.load(self.path).signatures["serving_bytes"]
         self.class_names = read_class_names(os.path.join(self.path, "assets"))
         self._predict = self._predict_saved_model
 
@@ -89,7 +104,8 @@ class Classifier:
         from keras_mixer.export import read_class_names  # noqa: PLC0415
         from keras_mixer.lite import TFLiteClassifier  # noqa: PLC0415
 
-        self.model = TFLiteClassifier(self.path)
+        with _load_errors_named(self.path, "TFLite file"):
+            self.model = TFLiteClassifier(self.path)
         _, height, width, self.num_channels = self.model.input_shape
         self.image_size = (height, width)
         self.class_names = read_class_names(os.path.dirname(os.path.abspath(self.path)))
@@ -239,14 +255,8 @@ def main(argv=None):
 
     try:
         classifier = Classifier(args.model)
-    except Exception as error:  # noqa: BLE001  (a damaged file of any of the four formats: their errors vary)
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        kind = model_format(args.model)
-        if kind in ("run", "keras"):  # `load_keras_file`'s errors name the file and what is wrong with it
-            print(f"error: {reason}", file=sys.stderr)
-        else:
-            kind = {"saved_model": "SavedModel", "tflite": "TFLite file"}[kind]
-            print(f"error: --model {args.model!r} could not be loaded as a {kind}: {reason}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # each loader's error names the file and what is wrong with it
+        print(f"error: {_first_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     top_k = min(args.top_k, len(classifier.class_names) if classifier.class_names else args.top_k)
     progress = len(files) > 1 and sys.stderr.isatty()
