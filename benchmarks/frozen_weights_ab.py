@@ -1,0 +1,131 @@
+"""Inference with oneDNN's weight cache (`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`) against without, in alternation.
+
+    python -m benchmarks.frozen_weights_ab --preset mixer_s16 --batch-size 32 --pairs 5
+
+TensorFlow's oneDNN matmuls reorder their weights into a blocked layout on every call. With
+`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` each fused matmul of a graph reorders them on its first call
+and keeps the result, so that process must never change a weight after a graph has run with it:
+a later `assign` or `set_weights` is silently ignored by graphs traced before (`training.predict`
+and TF Serving never change one; training does every step). TensorFlow reads the variable once
+per process, so each side runs in its own process, alternating (off, on, off, on, ...). Each process
+times the Keras graph and the exported SavedModel in float32 and bfloat16 at `--batch-size`, and
+returns the logits of two fixed images, which must not depend on the setting. Prints each row's
+per-pair ratios and writes JSON (`--json`) with the CPU named.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.alternation import ab_summary, at_least_one_problems, print_ab  # noqa: E402
+
+FLAG = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+ROWS = ("keras_float32", "keras_bfloat16", "saved_model_float32", "saved_model_bfloat16")
+
+
+def measure(preset, batch_size, repeats):
+    """{"rates": {row: median images/s}, "logits": the float32 model's logits of two fixed images}, this process."""
+    import statistics  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks.run import build_model, keras_inference, saved_model_inference, synthetic_images  # noqa: PLC0415
+
+    rates, logits = {}, None
+    for precision in ("float32", "bfloat16"):
+        model, config = build_model(preset, precision)
+        head = model.get_layer("head")  # zero at initialisation (the paper's): random, so the logits carry weight
+        head.kernel.assign(np.random.default_rng(2).normal(0.0, 0.05, head.kernel.shape))
+        if precision == "float32":
+            logits = model.predict(synthetic_images(config, 2, seed=1), verbose=0).tolist()
+        rates[f"keras_{precision}"] = statistics.median(keras_inference(model, config, batch_size, repeats)[0])
+        with tempfile.TemporaryDirectory() as folder:
+            saved = saved_model_inference(model, config, batch_size, repeats, folder, precision)
+        rates[f"saved_model_{precision}"] = statistics.median(saved)
+    return {"rates": rates, "logits": logits}
+
+
+def _child(preset, batch_size, repeats, frozen):
+    command = [sys.executable, "-m", "benchmarks.frozen_weights_ab", "--child", "--preset", preset,
+               "--batch-size", str(batch_size), "--repeats", str(repeats)]  # fmt: skip
+    env = {**os.environ, FLAG: "1" if frozen else "0"}
+    child = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
+    if child.returncode != 0:
+        raise RuntimeError(f"the {FLAG}={int(frozen)} process failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def alternate(preset, batch_size, repeats, pairs):
+    """({row: {"frozen": [images/s per pair], "reordered": [...]}}, largest logit difference between the two)."""
+    rates = {row: {"frozen": [], "reordered": []} for row in ROWS}
+    largest_difference = 0.0
+    for _ in range(pairs):
+        results = {}
+        for side, frozen in (("reordered", False), ("frozen", True)):
+            results[side] = _child(preset, batch_size, repeats, frozen)
+            for row in ROWS:
+                rates[row][side].append(results[side]["rates"][row])
+        pairs_of_logits = zip(_flat(results["frozen"]["logits"]), _flat(results["reordered"]["logits"]))
+        largest_difference = max([largest_difference, *(abs(a - b) for a, b in pairs_of_logits)])
+    return rates, largest_difference
+
+
+def _flat(nested):
+    return [value for row in nested for value in row]
+
+
+def main(argv=None):
+    description = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.frozen_weights_ab", description=description)
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--pairs", type=int, default=5, help="alternating pairs of processes (off, on)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per row and process")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one measuring process
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.preset, args.batch_size, args.repeats)))
+        return 0
+
+    from benchmarks.run import model_config  # noqa: PLC0415
+    from keras_mixer.atomic import write_json_atomically  # noqa: PLC0415
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    problems = at_least_one_problems(batch_size=args.batch_size, pairs=args.pairs, repeats=args.repeats)
+    try:
+        model_config(args.preset)
+    except ValueError as error:
+        problems.append(f"--preset: {error}")
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        rates, largest_difference = alternate(args.preset, args.batch_size, args.repeats, args.pairs)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    report = {
+        "command": "python -m benchmarks.frozen_weights_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "largest_logit_difference": largest_difference,
+        "rows": {row: ab_summary(rates[row], "frozen", "reordered") for row in ROWS},
+    }
+    for row in ROWS:
+        print_ab(report["rows"][row], f"{args.preset} {row} batch {args.batch_size}", "frozen", "reordered")
+    print(f"largest difference between the two sides' float32 logits: {largest_difference:.2e}")
+    if args.json:
+        write_json_atomically(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
