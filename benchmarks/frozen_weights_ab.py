@@ -16,6 +16,7 @@ per-pair ratios and writes JSON (`--json`) with the CPU named.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,15 +24,13 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import ab_summary, at_least_one_problems, print_ab  # noqa: E402
+from training.predict import FROZEN_WEIGHTS_FLAG  # noqa: E402
 
-FLAG = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
-ROWS = ("keras_float32", "keras_bfloat16", "saved_model_float32", "saved_model_bfloat16")
+ROWS = ("keras", "keras_bfloat16", "saved_model", "saved_model_bfloat16")  # as `benchmarks.run` names them
 
 
 def measure(preset, batch_size, repeats):
-    """{"rates": {row: median images/s}, "logits": the float32 model's logits of two fixed images}, this process."""
-    import statistics  # noqa: PLC0415
-
+    """{"rates": {row: [images/s per repeat]}, "logits": the float32 model's logits of two fixed images}, here."""
     import numpy as np  # noqa: PLC0415
 
     from benchmarks.run import build_model, keras_inference, saved_model_inference, synthetic_images  # noqa: PLC0415
@@ -43,20 +42,21 @@ def measure(preset, batch_size, repeats):
         head.kernel.assign(np.random.default_rng(2).normal(0.0, 0.05, head.kernel.shape))
         if precision == "float32":
             logits = model.predict(synthetic_images(config, 2, seed=1), verbose=0).tolist()
-        rates[f"keras_{precision}"] = statistics.median(keras_inference(model, config, batch_size, repeats)[0])
+        suffix = "" if precision == "float32" else f"_{precision}"
+        rates[f"keras{suffix}"] = keras_inference(model, config, batch_size, repeats)[0]
         with tempfile.TemporaryDirectory() as folder:
-            saved = saved_model_inference(model, config, batch_size, repeats, folder, precision)
-        rates[f"saved_model_{precision}"] = statistics.median(saved)
+            rates[f"saved_model{suffix}"] = saved_model_inference(model, config, batch_size, repeats, folder, precision)
     return {"rates": rates, "logits": logits}
 
 
-def _child(preset, batch_size, repeats, frozen):
+def measure_in_a_process(preset, batch_size, repeats, frozen):
+    """`measure` in a new process, with oneDNN's weight cache on (`frozen`) or off."""
     command = [sys.executable, "-m", "benchmarks.frozen_weights_ab", "--child", "--preset", preset,
                "--batch-size", str(batch_size), "--repeats", str(repeats)]  # fmt: skip
-    env = {**os.environ, FLAG: "1" if frozen else "0"}
+    env = {**os.environ, FROZEN_WEIGHTS_FLAG: "1" if frozen else "0"}
     child = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if child.returncode != 0:
-        raise RuntimeError(f"the {FLAG}={int(frozen)} process failed:\n{child.stderr[-2000:]}")
+        raise RuntimeError(f"the {FROZEN_WEIGHTS_FLAG}={int(frozen)} process failed:\n{child.stderr[-2000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
@@ -67,9 +67,9 @@ def alternate(preset, batch_size, repeats, pairs):
     for _ in range(pairs):
         results = {}
         for side, frozen in (("reordered", False), ("frozen", True)):
-            results[side] = _child(preset, batch_size, repeats, frozen)
+            results[side] = measure_in_a_process(preset, batch_size, repeats, frozen)
             for row in ROWS:
-                rates[row][side].append(results[side]["rates"][row])
+                rates[row][side].append(statistics.median(results[side]["rates"][row]))
         pairs_of_logits = zip(_flat(results["frozen"]["logits"]), _flat(results["reordered"]["logits"]))
         largest_difference = max([largest_difference, *(abs(a - b) for a, b in pairs_of_logits)])
     return rates, largest_difference

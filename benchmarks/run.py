@@ -5,18 +5,18 @@
     python -m benchmarks.run --presets mixer_b16 --batch-sizes 1,32 --json out.json --plot out.png
 
 For each model (paper presets at 224 px, and `fashion` = the default Fashion-MNIST Mixer) it
-measures the GEMM limit (float32 and bfloat16 matmuls of the model's own shapes), inference
-(Keras graph, and beside it the same graph with Keras' unfused layer norm, `model.predict` on NumPy,
-Keras + XLA, the exported SavedModel in float32 and
-bfloat16, TFLite float32 / float16 / dynamic int8 / int8 at batch 1, the mixed_bfloat16 policy),
-training steps (synthetic batches, float32 and bfloat16; for `fashion` also the real tfds pipeline, in its
-first epoch and once its cache holds the epoch), a
-per-op time breakdown (`benchmarks/op_breakdown.py`) and, with `--peer`, timm's rows (float32 and
-bf16-autocast inference, eager and `torch.compile`, and a training step) each measured right after
-the Keras row it compares with. Every figure is min/median/max over `--repeats`; batch-1 rows add
-latency percentiles. Each throughput row shows its fraction of the float32 (or bfloat16) GEMM
-limit. Prints a table, writes JSON (with the CPU model and its bf16/int8 flags, and which targets
-apply to that CPU) and a PNG bar chart.
+measures the GEMM limit (float32 and bfloat16 matmuls of the model's own shapes); inference: the
+Keras graph (and beside it the same graph with Keras' unfused layer norm), `model.predict` on NumPy,
+Keras + XLA, the exported SavedModel in float32 and bfloat16, TFLite float32 / float16 / dynamic int8
+/ int8 at batch 1, the mixed_bfloat16 policy, and the Keras graph and SavedModel rows again with
+oneDNN's weight cache (`*_frozen_weights`, in a process of their own); training steps (synthetic
+batches, float32 and bfloat16; for `fashion` also the real tfds pipeline, in its first epoch and once
+its cache holds the epoch); a per-op time breakdown (`benchmarks/op_breakdown.py`); and, with `--peer`,
+timm's rows (float32 and bf16-autocast inference, eager and `torch.compile`, and a training step), each
+measured right after the Keras row it compares with. Every figure is min/median/max over `--repeats`;
+batch-1 rows add latency percentiles. Each throughput row shows its fraction of the float32 (or
+bfloat16) GEMM limit. Prints a table, writes JSON (with the CPU model and its bf16/int8 flags, and
+which targets apply to that CPU) and a PNG bar chart.
 """
 
 import argparse
@@ -47,7 +47,7 @@ from training import EXIT_BAD_INPUT  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 FASHION = "fashion"  # the default recipe's model (training/config.py)
-ALL_ROWS = ("keras", "predict", "xla", "saved_model", "tflite", "bfloat16", "train", "peer", "breakdown")
+ALL_ROWS = ("keras", "predict", "xla", "saved_model", "tflite", "bfloat16", "frozen", "train", "peer", "breakdown")
 # What each row group measures (the README's table names them the same way).
 PEER_INFERENCE = {"float32": ("timm_eager", "timm_compile"),
                   "bfloat16": ("timm_bfloat16_eager", "timm_bfloat16_compile")}  # fmt: skip
@@ -337,6 +337,7 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
     measured right after the Keras row they compare with, so both see the machine in the same state."""
     import keras  # noqa: PLC0415
 
+    from benchmarks.frozen_weights_ab import measure_in_a_process  # noqa: PLC0415
     from benchmarks.op_breakdown import op_breakdown  # noqa: PLC0415
     from keras_mixer.export import with_precision  # noqa: PLC0415
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
@@ -385,6 +386,13 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
             if "saved_model" in rows_wanted:
                 rates = saved_model_inference(model, config, batch_size, repeats, folder, precision="bfloat16")
                 rows.append(_row("saved_model_bfloat16", rates, config, batch_size, limit16))
+        if "frozen" in rows_wanted:
+            # oneDNN's weight cache, in a process of its own: TensorFlow reads the flag once per process,
+            # and this one trains later (benchmarks/frozen_weights_ab.py).
+            frozen = measure_in_a_process(name, batch_size, repeats, frozen=True)["rates"]
+            for kind, rates in frozen.items():
+                limit = limit16 if "bfloat16" in kind else limit32
+                rows.append(_row(f"{kind}_frozen_weights", rates, config, batch_size, limit))
         _progress(f"{name} b{batch_size}: inference rows done")
     if "breakdown" in rows_wanted:
         batch = max(batch_sizes)
@@ -511,6 +519,13 @@ def check_targets(results, agreement, cpu_flags=()):
                 1.1,
                 "bfloat16",
             )
+            for kind in ("keras_bfloat16", "saved_model_bfloat16"):
+                add(
+                    f"{name} bfloat16 {kind.split('_bfloat16')[0]} b32, oneDNN weight cache / timm bf16 compile",
+                    _ratio(median(f"{kind}_frozen_weights"), median("timm_bfloat16_compile")),
+                    1.1,
+                    "bfloat16",
+                )
             add(
                 f"{name} bfloat16 SavedModel b32 / float32 SavedModel",
                 _ratio(median("saved_model_bfloat16"), median("saved_model")),

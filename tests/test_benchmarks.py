@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from benchmarks import fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
+from benchmarks import frozen_weights_ab, fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import target_classes
@@ -29,8 +29,9 @@ def test_flops_match_the_published_figure_for_s16():
 
 def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     result = run_module(
-        "benchmarks.run", "--presets", "fashion", "--batch-sizes", "1", "--rows", "keras,predict,tflite,breakdown,peer",
-        "--repeats", "1", "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png",
+        "benchmarks.run", "--presets", "fashion", "--batch-sizes", "1",
+        "--rows", "keras,predict,tflite,frozen,breakdown,peer", "--repeats", "1",
+        "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
@@ -39,6 +40,9 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     assert fashion["limits"]["float32_b1"]["median"] > 0
     rows = {row["row"]: row for row in fashion["rows"]}
     assert {"keras", "keras_unfused_norm", "keras_predict_numpy", "tflite_float32", "tflite_int8"} <= set(rows)
+    # oneDNN's weight cache, measured in a process of its own (benchmarks/frozen_weights_ab.py)
+    frozen = {f"{kind}_frozen_weights" for kind in ("keras", "keras_bfloat16", "saved_model", "saved_model_bfloat16")}
+    assert frozen <= set(rows) and all(rows[kind]["images_per_second"]["median"] > 0 for kind in frozen)
     ops = {row["op"]: row for row in fashion["breakdown"]["float32"]}
     assert ops["_MklNativeFusedMatMul"]["count"] == 17  # 4 blocks x 4 matmuls + the head, bias (and GELU) fused
     # 4 blocks x 2 layer norms + the pre-head norm, all below the fused norm's size (16 x 128): Keras' ops.
@@ -124,6 +128,14 @@ def test_the_fused_norm_ab_times_both_paths_in_alternation(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in error
     assert "--min-elements must be >= 0. Received: -5" in error
+
+
+def test_the_frozen_weights_ab_refuses_bad_flags_before_starting_a_process(capsys, monkeypatch):
+    monkeypatch.setattr(frozen_weights_ab, "measure_in_a_process", lambda *a: pytest.fail("a process started"))
+    assert frozen_weights_ab.main(["--pairs", "0", "--repeats", "-2", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "--pairs must be >= 1. Received: 0; --repeats must be >= 1. Received: -2" in error
+    assert "--preset: unknown model 'mixer_x9'" in error
 
 
 def test_the_fused_gelu_ab_times_both_train_steps_in_alternation(tmp_path, capsys):
