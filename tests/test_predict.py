@@ -175,12 +175,10 @@ def test_json_into_a_new_folder_is_written_and_a_file_in_the_way_is_refused_firs
 
 def test_the_program_keeps_oneDNNs_reordered_weights_and_gives_the_same_probabilities(deployed, tmp_path):
     """`python -m training.predict` turns on oneDNN's weight cache, under which a graph ignores a weight
-    changed after the graph first ran with it. So loading must finish before any graph runs: the program's
-    probabilities (cache on, set explicitly here) must be this process's (cache off). The model has random
-    weights throughout, so that every matmul weight moves the probabilities (a weight changed after a
-    first call makes this test fail)."""
-    from keras_mixer.export import export_saved_model  # noqa: PLC0415
-
+    changed after the graph first ran with it. So loading a `.keras` file must finish before any graph runs:
+    the program's probabilities (cache on, set explicitly here) must be this process's (cache off). The
+    model has random weights throughout, so that every matmul weight moves the probabilities (a weight
+    changed after a first call makes this test fail). A SavedModel restores its variables before any call."""
     tmp, _ = deployed
     model = MLPMixer(
         image_size=56, patch_size=7, num_blocks=1, hidden_dim=16, tokens_mlp_dim=32, channels_mlp_dim=32,
@@ -189,17 +187,16 @@ def test_the_program_keeps_oneDNNs_reordered_weights_and_gives_the_same_probabil
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(0.0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()])
     model.save(tmp_path / "random.keras")
-    saved_model = export_saved_model(model, str(tmp_path / "exports" / "random"))
-    for name, path in (("keras", tmp_path / "random.keras"), ("saved_model", saved_model)):
-        here, program = tmp_path / f"{name}_here.json", tmp_path / f"{name}_program.json"
-        assert predict_main(["--model", str(path), str(tmp / "photos"), "--json", str(here)]) == 0
-        result = run_module(
-            "training.predict", "--model", path, tmp / "photos", "--json", program, env={FROZEN_WEIGHTS_FLAG: "1"}
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        expected, got = (json.loads(report.read_text())["results"] for report in (here, program))
-        assert len({r["predictions"][0]["probability"] for r in expected}) > 10, "the images must give varied outputs"
-        assert [r["file"] for r in got] == [r["file"] for r in expected]
-        for mine, theirs in zip(got, expected):
-            probabilities = [(p["name"], round(p["probability"], 5)) for p in mine["predictions"]]
-            assert probabilities == [(p["name"], round(p["probability"], 5)) for p in theirs["predictions"]], name
+    here, program = tmp_path / "here.json", tmp_path / "program.json"
+    assert predict_main(["--model", str(tmp_path / "random.keras"), str(tmp / "photos"), "--json", str(here)]) == 0
+    result = run_module(
+        "training.predict", "--model", tmp_path / "random.keras", tmp / "photos", "--json", program,
+        env={FROZEN_WEIGHTS_FLAG: "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected, got = (json.loads(report.read_text())["results"] for report in (here, program))
+    assert len({r["predictions"][0]["probability"] for r in expected}) > 10, "the images must give varied outputs"
+    assert [r["file"] for r in got] == [r["file"] for r in expected]
+    for mine, theirs in zip(got, expected):
+        probabilities = [(p["name"], round(p["probability"], 5)) for p in mine["predictions"]]
+        assert probabilities == [(p["name"], round(p["probability"], 5)) for p in theirs["predictions"]]
