@@ -71,8 +71,8 @@ def test_pixel_orders_are_permutations_and_bad_patches_are_refused():
 
 def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_dir, tmp_path):
     result = _run(
-        "training.experiments.permutation", "--data-dir", fashion_data_dir, "--train-split", "train[:1024]",
-        "--test-split", "test[:256]", "--epochs", "1", "--evals-per-epoch", "2", "--batch-size", "64",
+        "training.experiments.permutation", "--data-dir", fashion_data_dir, "--train-split", "train[:512]",
+        "--test-split", "test[:128]", "--epochs", "1", "--evals-per-epoch", "2", "--batch-size", "64",
         "--orders", "original,patch_pixel", "--output-dir", str(tmp_path), "--xla", "false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -81,7 +81,7 @@ def test_permutation_cli_writes_curves_and_the_mixer_is_invariant(fashion_data_d
     mixer = report["test_accuracy"]["mixer"]
     assert len(mixer["original"]) == 2
     # Same starting function (permuted init) and exact invariance: the same curve, to float rounding.
-    np.testing.assert_allclose(mixer["patch_pixel"], mixer["original"], atol=2 / 256)
+    np.testing.assert_allclose(mixer["patch_pixel"], mixer["original"], atol=2 / 128)  # two images of 128
     assert report["parameters"]["resnet"] > 0.5 * report["parameters"]["mixer"]
     assert (tmp_path / "permutation.png").stat().st_size > 10_000
 
