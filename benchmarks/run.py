@@ -240,11 +240,14 @@ def compiled_train_steps(config, batch_size, precision="float32", dataset=None, 
     return train
 
 
-def training_step_rate(config, batch_size, repeats, precision="float32", dataset=None, steps=4, jit_compile=False):
-    """Images/s of compiled train steps of the default run's optimiser and loss, on synthetic or real batches."""
+def training_step_rate(config, batch_size, repeats, precision="float32", steps=4, jit_compile=False):
+    """Images/s of compiled train steps of the default run's optimiser and loss, on one synthetic batch.
+
+    (The real pipeline's rows come from `fashion_pipeline_training_rates`.)
+    """
     import tensorflow as tf  # noqa: PLC0415
 
-    train = compiled_train_steps(config, batch_size, precision, dataset, jit_compile)
+    train = compiled_train_steps(config, batch_size, precision, jit_compile=jit_compile)
     count = tf.constant(steps)
     seconds = _time_calls(lambda: train(count).numpy(), repeats)
     return [steps * batch_size / s for s in seconds]
