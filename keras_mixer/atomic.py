@@ -32,6 +32,7 @@ def atomic_path(final):
     folder, name = os.path.split(os.path.abspath(os.fspath(final)))
     stem, extension = os.path.splitext(name)
     temporary = os.path.join(folder, f".{stem}.partial-{os.getpid()}{extension}")
+    existed = os.path.exists(final)
     try:
         yield temporary
         os.replace(temporary, final)
@@ -39,8 +40,9 @@ def atomic_path(final):
         if os.path.exists(temporary):
             os.remove(temporary)
         if isinstance(error, OSError) and not isinstance(error, WriteError):
+            kept = "Its previous version is intact" if existed else "Nothing was left in its place"
             raise WriteError(
-                f"Could not write {final}: {error.strerror or error}. Its previous version is intact; "
+                f"Could not write {final}: {error.strerror or error}. {kept}; "
                 "free some space (or fix the folder's permissions) and run the same command again."
             ) from error
         raise

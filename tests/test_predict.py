@@ -109,6 +109,8 @@ def test_a_corrupt_jpeg_gets_one_line_of_ours_and_none_of_libjpegs(deployed, tmp
         (["--model", "nowhere.keras", "x.png"], "--model must be a training run's --model-dir"),
         (["--top-k", "0"], "--top-k must be a positive integer"),
         (["--json", "."], "is a folder"),
+        # root passes os.access here, but no file can be made: refused before any image is classified
+        (["--json", "/proc/predictions.json"], "--json's folder '/proc' is not writable: no file can be created"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_message(deployed, tmp_path, capsys, arguments, message):

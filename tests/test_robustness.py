@@ -159,6 +159,17 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["best.json", "best.keras", "last.keras"]  # no temporary left
 
 
+def test_a_failed_first_write_does_not_claim_a_previous_version(tmp_path):
+    from keras_mixer.atomic import atomic_path  # noqa: PLC0415
+
+    final = tmp_path / "report.json"
+    with pytest.raises(WriteError, match="No space left on device. Nothing was left in its place"):
+        with atomic_path(final) as temporary:
+            open(temporary, "w").close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert os.listdir(tmp_path) == []
+
+
 def test_ctrl_c_says_where_the_run_stopped_without_a_traceback(fashion_data_dir, tmp_path):
     model_dir = tmp_path / "run"
     command = [sys.executable, "-m", "training.train", *TINY_RUN, "--epochs", "50", "--data-dir", fashion_data_dir]

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import tempfile
 import zipfile
 
 from keras_mixer.atomic import (  # noqa: F401  (re-exported: the run code imports them from here)
@@ -14,7 +15,10 @@ from keras_mixer.atomic import (  # noqa: F401  (re-exported: the run code impor
 
 
 def writable_dir_problem(path, flag="--model-dir"):
-    """Why a folder could not be created or written at `path`, or None; checks without writing.
+    """Why a folder could not be created or written at `path`, or None.
+
+    It writes nothing that stays: the nearest folder that exists gets a temporary file, removed at once,
+    because the permission bits do not tell (root may write anywhere, but not into /proc or /sys).
 
     Example:
     >>> writable_dir_problem("")
@@ -29,6 +33,11 @@ def writable_dir_problem(path, flag="--model-dir"):
         return f"{flag} {path!r} cannot be a folder: {existing!r} is a file"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{flag} {path!r} is not writable (no write permission on {existing!r}, or a read-only file system)"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        return f"{flag} {path!r} is not writable: no file can be created in {existing!r} ({error.strerror or error})"
     return None
 
 
