@@ -8,9 +8,13 @@ SavedModel runs it). Then it times the two in alternation, `--rounds` times, so 
 the same state; on a shared VM, rows measured minutes apart (as in `benchmarks.run`) drift by more than
 the effect. Prints the per-round ratios and writes JSON (`--json`) with the CPU named.
 `--min-elements 0` fuses every norm, small ones too (the measurement behind the size threshold).
+The fused side is fused whatever the thread count (the A/B is the measurement behind
+`MAX_TENSORFLOW_THREADS`); the JSON records `tensorflow_threads`: compare `taskset -c 0,1` runs with
+runs on all cores.
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -77,13 +81,14 @@ def main(argv=None):
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    package_threshold = fused_norm.MIN_ELEMENTS_PER_EXAMPLE
-    threshold = package_threshold if args.min_elements is None else args.min_elements
-    fused_norm.MIN_ELEMENTS_PER_EXAMPLE = threshold  # read when the forward pass is traced
+    package_settings = (fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS)
+    threshold = package_settings[0] if args.min_elements is None else args.min_elements
+    # read when the forward pass is traced
+    fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = threshold, math.inf
     try:
         rates = alternate(model, synthetic_images(config, args.batch_size), args.rounds, args.calls)
     finally:
-        fused_norm.MIN_ELEMENTS_PER_EXAMPLE = package_threshold
+        fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = package_settings
     report = {
         "command": "python -m benchmarks.fused_norm_ab " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_description(),
@@ -91,6 +96,7 @@ def main(argv=None):
         "precision": args.precision,
         "batch_size": args.batch_size,
         "min_elements_per_example": threshold,
+        "tensorflow_threads": fused_norm.tensorflow_threads(),
         **ab_summary(rates, "fused", "unfused"),
     }
     print_ab(report, f"{args.preset} {args.precision} batch {args.batch_size}", "fused", "unfused")

@@ -6,8 +6,9 @@ norm is one small XLA-compiled function instead, which fuses those passes while 
 it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26), S/16 at 224 px, timed in
 alternation with the unfused pass (`python -m benchmarks.fused_norm_ab`), the fused forward pass ran
 1.086x in mixed bfloat16 and 1.015x in float32 at batch 32, 1.03-1.05x at batch 1. Small norms stay
-unfused (`MIN_ELEMENTS_PER_EXAMPLE`). Training keeps Keras' op: the fused norm is measured for
-inference only.
+unfused (`MIN_ELEMENTS_PER_EXAMPLE`), and so does every norm where TensorFlow runs more than
+`MAX_TENSORFLOW_THREADS` threads. Training keeps Keras' op: the fused norm is measured for inference
+only.
 
 SavedModels must not carry XLA-compiled functions: TF Serving's `--xla_cpu_compilation_enabled` is off
 by default, and its documentation says a model that needs XLA then fails on its first request (not
@@ -20,6 +21,7 @@ import contextlib
 import contextvars
 import functools
 import math
+import os
 
 import keras
 
@@ -30,6 +32,14 @@ _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 # at batch 32 (`benchmarks.fused_norm_ab --min-elements 0`), and `predict` traces without knowing the
 # batch size. The 224-px /16 and /14 presets (S/16: 196 x 512) are above it.
 MIN_ELEMENTS_PER_EXAMPLE = 65_536
+
+# Above this many TensorFlow threads Keras' op wins: its element-wise kernels split each pass over all
+# cores, and the compiled norm gains less than it costs. In alternation (`benchmarks.fused_norm_ab`,
+# S/16 at batch 32) on a 16-core Intel Xeon with AMX (2026-11-27) the fused norm ran 0.97x in bfloat16
+# (0.94x with oneDNN's weight cache) and 0.98x in float32, and lost most rounds; on 2 of the same
+# cores (`taskset -c 0,1`) it ran 1.11x in bfloat16, in 6 of 6 rounds, as on the 2-core EPYC. Counts
+# between 2 and 16 are unmeasured and keep Keras' op.
+MAX_TENSORFLOW_THREADS = 2
 
 
 @contextlib.contextmanager
@@ -56,8 +66,8 @@ def fused_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` on `inputs` in this call.
 
     All must hold: inference (`training` falsy), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
-    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`, and
-    `tensorflow_cpu_xla_allowed()`.
+    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`,
+    `tensorflow_cpu_xla_allowed()`, and at most `MAX_TENSORFLOW_THREADS` (`tensorflow_threads()`).
     """
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
@@ -70,7 +80,23 @@ def fused_inference_applies(norm, inputs, training):
         and norm.scale
         and not norm.rms_scaling
         and tensorflow_cpu_xla_allowed()
+        and tensorflow_threads() <= MAX_TENSORFLOW_THREADS
     )
+
+
+def tensorflow_threads():
+    """How many threads TensorFlow's ops split their work over: the intra-op setting, else this process's CPUs.
+
+    Example:
+    >>> tensorflow_threads() >= 1
+    True
+    """
+    import tensorflow as tf  # noqa: PLC0415  (only reached on the TensorFlow backend)
+
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured:
+        return configured
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def tensorflow_cpu_xla_allowed():

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from benchmarks.op_breakdown import XLA_OP_TYPE, op_breakdown
-from keras_mixer import MLPMixer
+from keras_mixer import MLPMixer, fused_norm
 from keras_mixer.checkpoints import load_official_weights
 from keras_mixer.export import write_saved_model
 from keras_mixer.fused_norm import MIN_ELEMENTS_PER_EXAMPLE, fused_inference_applies, portable_graph
@@ -23,6 +23,12 @@ from tests.reference_mixer import layer_norm, official_logits, random_official_c
 FUSED_SIZED = dict(num_classes=3, image_size=64, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=256,
                    tokens_mlp_dim=8, channels_mlp_dim=16)  # fmt: skip
 BIG = (2, 256, 256)  # 65,536 elements per example
+
+
+@pytest.fixture(autouse=True)
+def any_thread_count(monkeypatch):
+    """The fused path on any machine: the package fuses only where TensorFlow runs few threads."""
+    monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", math.inf)
 
 
 def _norm_with_random_affine(shape, seed=0, **kwargs):
@@ -113,6 +119,20 @@ def test_training_gradients_are_the_float64_layer_norms():
         step[index] = 1e-5
         numeric[index] = (f(x + step) - f(x - step)) / 2e-5
     np.testing.assert_allclose(gradient, numeric, rtol=1e-3, atol=1e-3)
+
+
+def test_more_threads_than_the_limit_keep_keras_op(monkeypatch):
+    norm = _norm_with_random_affine(BIG)
+    x = np.random.default_rng(4).standard_normal(BIG).astype("float32")
+    assert _xla_marked(_traced(norm, x, training=False))  # the fixture's limit: fused
+    monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", fused_norm.tensorflow_threads() - 1)
+    assert not fused_inference_applies(norm, x, training=False)
+    assert not _xla_marked(_traced(norm, x, training=False))
+
+
+def test_tensorflow_threads_follow_the_intra_op_setting(monkeypatch):
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 3)
+    assert fused_norm.tensorflow_threads() == 3
 
 
 def test_the_op_breakdown_counts_each_fused_norm_as_one_xla_call():
