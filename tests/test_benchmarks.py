@@ -5,6 +5,7 @@ the suite runs, measures, and reports each row with its statistics.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 from benchmarks import frozen_weights_ab, fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
-from benchmarks.run import target_classes
+from benchmarks.run import check_targets, target_classes
+from keras_mixer import fused_norm
 from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
 from tests.training_helpers import ROOT, run_main_in_process, run_module
@@ -54,6 +56,16 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     assert int8["applies"] == bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(report["machine"]["cpu_flags"]))
     assert (tmp_path / "b.png").stat().st_size > 10_000
     assert "img/s (median)" in result.stdout
+
+
+@pytest.mark.parametrize("limit, label", [(math.inf, "keras b32, fused /"), (0, "keras b32, not fused (")])
+def test_the_fused_norm_target_says_when_the_thread_count_kept_keras_op(monkeypatch, limit, label):
+    monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", limit)
+    rows = [{"row": kind, "batch_size": 32, "images_per_second": {"median": rate}, "fraction_of_limit": 0.8}
+            for kind, rate in (("keras", 22.0), ("keras_unfused_norm", 20.0))]  # fmt: skip
+    targets = check_targets([{"model": "mixer_s16", "rows": rows}], None)
+    (norm,) = [t for t in targets if "unfused layer norm" in t["target"] and t["target"].startswith("mixer_s16 keras ")]
+    assert label in norm["target"] and norm["measured"] == pytest.approx(1.1)
 
 
 def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass(capsys):
