@@ -464,6 +464,8 @@ def check_targets(results, agreement, cpu_flags=()):
 
     `met` is None when the figure was not measured or the goal does not apply to this CPU class.
     """
+    from keras_mixer import fused_norm  # noqa: PLC0415
+
     classes = target_classes(cpu_flags)
     targets = []
 
@@ -482,6 +484,9 @@ def check_targets(results, agreement, cpu_flags=()):
             }
         )
 
+    threads = fused_norm.tensorflow_threads()
+    # Above the thread limit the package runs Keras' op on both norm rows: say so rather than imply a fusion.
+    fused = "fused" if threads <= fused_norm.MAX_TENSORFLOW_THREADS else f"not fused ({threads} threads)"
     for result in results:
         name, rows = result["model"], result["rows"]
 
@@ -506,11 +511,6 @@ def check_targets(results, agreement, cpu_flags=()):
                 0.9,
             )
             add(f"{name} SavedModel b32 / fastest Keras path", _ratio(median("saved_model"), fastest), 0.95)
-            from keras_mixer import fused_norm  # noqa: PLC0415
-
-            threads = fused_norm.tensorflow_threads()
-            # Above the thread limit the package runs Keras' op on both rows: say so rather than imply a fusion.
-            fused = "fused" if threads <= fused_norm.MAX_TENSORFLOW_THREADS else f"not fused ({threads} threads)"
             for prefix in ("keras", "keras_bfloat16"):
                 add(
                     f"{name} {prefix} b32, {fused} / Keras' unfused layer norm (stated as measured)",
