@@ -337,7 +337,13 @@ def _peer_rows(peer, kinds, name, batch_size, repeats, config, limit, steps=2, f
 
 def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, peer=None):
     """Every row for one model; returns a dict (limits, rows, breakdown). timm's rows (from `peer`) are
-    measured right after the Keras row they compare with, so both see the machine in the same state."""
+    measured right after the Keras row they compare with, so both see the machine in the same state.
+    The SavedModels and TFLite files it times (about 430 MB for S/16) are removed when it returns."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_{name}_") as folder:
+        return _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, train_batch, peer)
+
+
+def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, train_batch, peer):
     import keras  # noqa: PLC0415
 
     from benchmarks.frozen_weights_ab import measure_in_a_process  # noqa: PLC0415
@@ -350,7 +356,6 @@ def run_model(name, batch_sizes, repeats, rows_wanted, data_dir, train_batch, pe
     result = {"model": name, "config": config, "flops_per_image": flops_per_image(config), "limits": {}, "rows": []}
     rows = result["rows"]
     with_peer = "peer" in rows_wanted and name != FASHION
-    folder = tempfile.mkdtemp(prefix=f"bench_{name}_")
     for batch_size in batch_sizes:
         limit32 = gemm_limit(config, batch_size, "float32", repeats)
         limit16 = gemm_limit(config, batch_size, "bfloat16", repeats)

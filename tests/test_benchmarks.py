@@ -30,12 +30,15 @@ def test_flops_match_the_published_figure_for_s16():
 
 
 def test_the_suite_runs_and_writes_json_and_png(tmp_path):
+    scratch = tmp_path / "tmp"  # the child's TMPDIR: the SavedModels and TFLite files it timed must not stay
+    scratch.mkdir()
     result = run_module(
         "benchmarks.run", "--presets", "fashion", "--batch-sizes", "1",
         "--rows", "keras,predict,tflite,frozen,breakdown,peer", "--repeats", "1",
-        "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png",
+        "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png", env={"TMPDIR": str(scratch)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(scratch.glob("bench_*")), list(scratch.iterdir())
     report = json.loads((tmp_path / "b.json").read_text())
     assert report["machine"]["cores"] >= 1
     (fashion,) = report["results"]
