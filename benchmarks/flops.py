@@ -30,6 +30,29 @@ def gemm_shapes(config, batch_size=1):
     ]
 
 
+def gemm_operands(config, batch_size=1, training=False):
+    """The matmuls a forward pass (or with `training`, a train step) runs: (a shape, b shape, flags, count).
+
+    `flags` are `tf.matmul`'s `transpose_a`/`transpose_b`. Training adds, per forward `(M x K) @ (K x N)`,
+    the two matmuls of TensorFlow's gradient: the input's `dz @ w^T` and the kernel's `x^T @ dz`, each as
+    many FLOPs as the forward one, so a step is 3x the forward FLOPs.
+
+    >>> config = {"image_size": 32, "patch_size": 16, "num_channels": 3, "hidden_dim": 8,
+    ...           "tokens_mlp_dim": 2, "channels_mlp_dim": 16, "num_blocks": 1, "num_classes": 5}
+    >>> gemm_operands(config, 1, training=True)[:3]  # the stem: (4 x 768) @ (768 x 8) and its gradients
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [((4, 768), (768, 8), {}, 1), ((4, 8), (768, 8), {'transpose_b': True}, 1),
+     ((4, 768), (4, 8), {'transpose_a': True}, 1)]
+    """
+    operands = []
+    for _, m, k, n, count in gemm_shapes(config, batch_size):
+        operands.append(((m, k), (k, n), {}, count))
+        if training:
+            operands.append(((m, n), (k, n), {"transpose_b": True}, count))
+            operands.append(((m, k), (m, n), {"transpose_a": True}, count))
+    return operands
+
+
 def flops_per_image(config):
     """Forward FLOPs of one image (2 x MACs). B/16 at 224: 12.60 GMACs (timm lists 12.61 GMACs for mixer_b16_224).
 

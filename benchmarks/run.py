@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.flops import flops_per_image, gemm_shapes  # noqa: E402
+from benchmarks.flops import flops_per_image, gemm_operands  # noqa: E402
 from benchmarks.op_breakdown import print_breakdown  # noqa: E402
 from benchmarks.peer import (  # noqa: E402
     DEFAULT_PEER_VENV,
@@ -98,33 +98,36 @@ def _time_calls(function, repeats, calls=1):
     return seconds
 
 
-def gemm_limit(config, batch_size, dtype, repeats):
+def gemm_limit(config, batch_size, dtype, repeats, training=False):
     """FLOP/s of the model's own matmuls run back to back, min/median/max over `repeats`.
 
     The limit the rows are compared with is the max: the best this machine's GEMM does on these
     shapes. On the shared 2-core VMs the repeats of one GEMM spread by up to 1.6x (a slow repeat
     seems to run on one core), so a median limit would flatter every row.
+    `training=True` adds the backward pass's two matmuls per forward one, as TensorFlow's gradient runs
+    them (`gemm_operands`): transposed operands, and for the kernel's gradient the batch's rows as the
+    inner dimension. The training rows are compared with that limit.
     """
     import tensorflow as tf  # noqa: PLC0415
 
     total_flops, total_seconds = 0.0, [0.0] * repeats
-    for _, m, k, n, count in gemm_shapes(config, batch_size):
-        a = tf.random.normal((m, k), dtype=tf.float32)
-        b = tf.random.normal((k, n), dtype=tf.float32)
-        a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-        inner = max(1, int(2e8 // (2 * m * k * n)))  # ~0.2 GFLOP per timed call
+    for a_shape, b_shape, flags, count in gemm_operands(config, batch_size, training):
+        a = tf.cast(tf.random.normal(a_shape), dtype)
+        b = tf.cast(tf.random.normal(b_shape), dtype)
+        flops = 2.0 * math.prod(a_shape) * (b_shape[0] if flags.get("transpose_b") else b_shape[1])
+        inner = max(1, int(2e8 // flops))  # ~0.2 GFLOP per timed call
 
         @tf.function
-        def run(a=a, b=b, inner=inner):
+        def run(a=a, b=b, inner=inner, flags=flags):
             total = tf.zeros((), dtype)
             for _ in tf.range(inner):
-                total += tf.matmul(a, b)[0, 0]
+                total += tf.matmul(a, b, **flags)[0, 0]
             return total
 
         per_call = _time_calls(lambda run=run: run().numpy(), repeats)
         for i, seconds in enumerate(per_call):
             total_seconds[i] += count * seconds / inner
-        total_flops += count * 2.0 * m * k * n
+        total_flops += count * flops
     return _stats([total_flops / s for s in total_seconds])
 
 
@@ -420,7 +423,7 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
         steps = 16 if name == FASHION else 2
         train_flops = 3 * result["flops_per_image"]  # forward + backward (2x)
         for precision in ("float32", "bfloat16"):
-            limit = gemm_limit(config, batch, precision, repeats)["max"]
+            limit = gemm_limit(config, batch, precision, repeats, training=True)["max"]
             for xla in (False, True):
                 rates = training_step_rate(config, batch, repeats, precision, steps=steps, jit_compile=xla)
                 row = _row(f"train_{precision}{'_xla' if xla else ''}", rates, config, batch)

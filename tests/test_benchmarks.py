@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import frozen_weights_ab, fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
-from benchmarks.flops import flops_per_image
+from benchmarks.flops import flops_per_image, gemm_operands
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import check_targets, target_classes
 from keras_mixer import fused_norm
@@ -27,6 +28,23 @@ from training import EXIT_BAD_INPUT
 def test_flops_match_the_published_figure_for_s16():
     # timm lists mixer_s16_224 at 3.79 GMACs.
     assert abs(flops_per_image({**preset_config("mixer_s16"), "image_size": 224}) / 2e9 - 3.79) < 0.02
+
+
+def test_the_training_limit_times_every_matmul_and_both_of_its_gradients():
+    config = {**preset_config("mixer_s16"), "image_size": 64, "num_channels": 3, "num_classes": 7}
+
+    def products(operands):  # (output shape, FLOPs) of each matmul, computed as tf.matmul would
+        for a_shape, b_shape, flags, count in operands:
+            a, b = np.zeros(a_shape, "float32"), np.zeros(b_shape, "float32")
+            a, b = (a.T if flags.get("transpose_a") else a), (b.T if flags.get("transpose_b") else b)
+            yield (a @ b).shape, 2 * a.shape[0] * a.shape[1] * b.shape[1] * count
+
+    forward = gemm_operands(config, 2)
+    step = gemm_operands(config, 2, training=True)
+    assert sum(flops for _, flops in products(step)) == 3 * sum(flops for _, flops in products(forward))
+    assert sum(flops for _, flops in products(forward)) == 2 * flops_per_image(config)
+    for i, (a_shape, b_shape, _, _) in enumerate(forward):  # the input's gradient, then the kernel's
+        assert [shape for shape, _ in products(step[3 * i : 3 * i + 3])] == [(a_shape[0], b_shape[1]), a_shape, b_shape]
 
 
 def test_the_suite_runs_and_writes_json_and_png(tmp_path):
