@@ -1,7 +1,9 @@
 """The README's promises that a file can check: .ci/run runs the README's test command verbatim."""
 
+import fnmatch
 import pathlib
 import re
+import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -37,3 +39,25 @@ def test_the_readme_preset_table_is_the_presets_data():
         expected = [config[k] for k in ("num_blocks", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim", "patch_size")]
         assert [int(c) for c in cells[2:7]] == expected, name
         assert int(cells[8]) == PRESETS[name]["metadata"]["params"], name
+
+
+def _checkout_files():
+    """The repository's files as a fresh clone has them: git's tracked files (on disk if not a git checkout)."""
+    listing = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False)
+    if listing.returncode == 0:
+        return listing.stdout.splitlines()
+    return [str(path.relative_to(ROOT)) for path in ROOT.rglob("*") if path.is_file()]
+
+
+def test_every_repository_file_the_readme_names_is_in_a_fresh_clone():
+    # Results JSON cited as evidence but ignored by git would be missing from every clone.
+    readme = (ROOT / "README.md").read_text()
+    folders = "benchmarks|docs|keras_mixer|training|tests|\\.ci"
+    named = set(re.findall(rf"(?<![\w./*-])((?:{folders})/[\w./*-]*[\w*])", readme))
+    files = _checkout_files()
+    missing = sorted(
+        path
+        for path in named
+        if not any(fnmatch.fnmatch(file, path) or file.startswith(path.rstrip("/") + "/") for file in files)
+    )
+    assert len(named) > 20 and not missing, missing
