@@ -2,7 +2,9 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from training.quiet import quiet_tensorflow_import
+
+quiet_tensorflow_import(())  # TensorFlow's start-up lines go to the terminal in each pytest-xdist process
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
