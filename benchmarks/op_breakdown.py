@@ -115,6 +115,15 @@ def main(argv=None):
     from benchmarks.run import build_model, compiled_train_steps, model_config, synthetic_images  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
 
+    problems = [f"--batch-size must be >= 1. Received: {args.batch_size}"] if args.batch_size < 1 else []
+    try:
+        config = model_config(args.preset)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    what = "training step" if args.training else "forward pass"
     if args.one_op_at_a_time:
         import tensorflow as tf  # noqa: PLC0415
 
@@ -123,15 +132,7 @@ def main(argv=None):
         except RuntimeError as error:
             print(f"error: --one-op-at-a-time needs a process where TensorFlow has not run: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
-
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be >= 1. Received: {args.batch_size}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        config = model_config(args.preset)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        what += f", one op at a time (inter-op threads: {tf.config.threading.get_inter_op_parallelism_threads()})"
     if args.training:  # the step builds its own model, optimiser and loss
         import tensorflow as tf  # noqa: PLC0415
 
@@ -141,11 +142,6 @@ def main(argv=None):
     else:
         model, _ = build_model(args.preset, args.precision)
         rows = op_breakdown(model, synthetic_images(config, args.batch_size))
-    what = "training step" if args.training else "forward pass"
-    if args.one_op_at_a_time:
-        import tensorflow as tf  # noqa: PLC0415
-
-        what += f", one op at a time (inter-op threads: {tf.config.threading.get_inter_op_parallelism_threads()})"
     print_breakdown(rows, f"{args.preset}, batch {args.batch_size}, {args.precision}, {what}")
     return 0
 

@@ -103,6 +103,15 @@ def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass_one_op_at_a
     assert counts["_MklNativeFusedMatMul"] == 17 and counts["_MklMatMul"] == 2 * 17, printed
 
 
+def test_the_op_breakdown_names_every_bad_flag_in_one_line_before_touching_tensorflow():
+    # In this process TensorFlow has run, so --one-op-at-a-time could not apply: the bad flags come first.
+    flags = ["--preset", "mixer_z9", "--batch-size", "0", "--one-op-at-a-time"]
+    result = run_main_in_process("benchmarks.op_breakdown", *flags)
+    assert result.returncode == EXIT_BAD_INPUT
+    (line,) = result.stderr.strip().splitlines()
+    assert "--batch-size must be >= 1. Received: 0" in line and "unknown model 'mixer_z9'" in line
+
+
 def test_the_token_contraction_variant_computes_the_package_function_and_is_timed(monkeypatch):
     # _measure swaps MixerBlock.call for the variant (it runs alone in a child process in the A/B);
     # monkeypatch puts the package's call back after this test. It checks equal logits itself.
