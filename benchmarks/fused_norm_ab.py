@@ -1,14 +1,17 @@
-"""The fused layer norm against Keras' own, alternating in one process: the A/B behind `keras_mixer/fused_norm.py`.
+"""The fused layer norms against Keras' own, alternating in one process: the A/B behind `keras_mixer/fused_norm.py`.
 
     python -m benchmarks.fused_norm_ab --preset mixer_s16 --precision bfloat16 --batch-size 32 --rounds 15
 
-Builds one model and traces its forward pass twice: as Keras runs it (each LayerNorm one XLA-compiled
-call where `fused_inference_applies`) and inside `portable_graph()` (Keras' unfused op, as the exported
-SavedModel runs it). Then it times the two in alternation, `--rounds` times, so both see the machine in
-the same state; on a shared VM, rows measured minutes apart (as in `benchmarks.run`) drift by more than
-the effect. Prints the per-round ratios and writes JSON (`--json`) with the CPU named.
+Builds one model and traces its forward pass three times: with the batch size known, as Keras runs it
+("fused": each LayerNorm one XLA-compiled call where `fused_inference_applies`); with the batch size
+unknown, as `predict`'s retraces and the SavedModel signatures run it ("onednn": TensorFlow rewrites each
+norm into oneDNN's `_MklLayerNorm`, where `onednn_inference_applies`); and inside `portable_graph()` with
+the batch size known ("unfused": Keras' op). Then it times the three in alternation, `--rounds` times, so
+all see the machine in the same state; on a shared VM, rows measured minutes apart (as in
+`benchmarks.run`) drift by more than the effect. Prints the per-round ratios against Keras' op and writes
+JSON (`--json`) with the CPU named, and whether `_MklLayerNorm` ran (`onednn_layer_norm_ran`).
 `--min-elements 0` fuses every norm, small ones too (the measurement behind the size threshold).
-The fused side is fused whatever the thread count (the A/B is the measurement behind
+The XLA side is fused whatever the thread count (the A/B is the measurement behind
 `MAX_TENSORFLOW_THREADS`); the JSON records `tensorflow_threads`: compare `taskset -c 0,1` runs with
 runs on all cores.
 """
@@ -31,21 +34,29 @@ from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 
-def alternate(model, images, rounds, calls):
-    """{"fused": [images/s per round], "unfused": [...]}, the two forward passes timed in alternation."""
+def forward_passes(model, images):
+    """{"fused": ..., "onednn": ..., "unfused": ...}: the model's forward pass on `images`, traced three ways."""
     import tensorflow as tf  # noqa: PLC0415
 
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
 
     images = tf.constant(images)
     fused = tf.function(lambda x: model(x, training=False))
+    onednn = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, *images.shape[1:]))])
     unfused = tf.function(lambda x: model(x, training=False))
     fused(images).numpy()
+    onednn(images).numpy()
     with portable_graph():
-        unfused(images).numpy()  # traced (and so fixed) without the fused norm
+        unfused(images).numpy()  # traced (and so fixed) without the XLA norm; the batch size known: Keras' op
+    return {name: (lambda f=function: f(images).numpy()) for name, function in
+            (("fused", fused), ("onednn", onednn), ("unfused", unfused))}  # fmt: skip
 
-    runs = {"fused": lambda: fused(images).numpy(), "unfused": lambda: unfused(images).numpy()}
-    return images_per_second_in_alternation(runs, rounds, len(images), calls)
+
+def onednn_layer_norm_ran(forward):
+    """Whether TensorFlow ran oneDNN's `_MklLayerNorm` in one profiled call of `forward`."""
+    from benchmarks.op_breakdown import profile_by_op_type  # noqa: PLC0415
+
+    return any(row["op"] == "_MklLayerNorm" for row in profile_by_op_type(forward, calls=1))
 
 
 def main(argv=None):
@@ -86,7 +97,9 @@ def main(argv=None):
     # read when the forward pass is traced
     fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = threshold, math.inf
     try:
-        rates = alternate(model, synthetic_images(config, args.batch_size), args.rounds, args.calls)
+        runs = forward_passes(model, synthetic_images(config, args.batch_size))
+        onednn_ran = onednn_layer_norm_ran(runs["onednn"])
+        rates = images_per_second_in_alternation(runs, args.rounds, args.batch_size, args.calls)
     finally:
         fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = package_settings
     report = {
@@ -97,12 +110,26 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "min_elements_per_example": threshold,
         "tensorflow_threads": fused_norm.tensorflow_threads(),
+        "onednn_layer_norm_ran": onednn_ran,
         **ab_summary(rates, "fused", "unfused"),
+        "onednn_over_unfused": _ratios_only(ab_summary(rates, "onednn", "unfused")),
+        "onednn_over_fused": _ratios_only(ab_summary(rates, "onednn", "fused")),
     }
-    print_ab(report, f"{args.preset} {args.precision} batch {args.batch_size}", "fused", "unfused")
+    title = f"{args.preset} {args.precision} batch {args.batch_size}"
+    print_ab(report, title, "fused", "unfused", "unfused (Keras' op)")
+    print_ab({**report, **report["onednn_over_unfused"]}, title, "onednn", "unfused", "unfused (Keras' op)")
+    print_ab({**report, **report["onednn_over_fused"]}, title, "onednn", "fused", "fused (XLA)")
+    if not onednn_ran:
+        print("note: TensorFlow did not run _MklLayerNorm on the onednn side (no oneDNN in this TensorFlow?)")
     if args.json:
         write_json_atomically(args.json, report)
     return 0
+
+
+def _ratios_only(summary):
+    """An `ab_summary` without the rates every summary of the run repeats."""
+    repeated = ("images_per_second", "median_images_per_second")
+    return {key: value for key, value in summary.items() if key not in repeated}
 
 
 if __name__ == "__main__":

@@ -1,18 +1,34 @@
-"""The fused layer norm behind `layers.LayerNormalization` at TensorFlow inference, and `portable_graph()`.
+"""The fused layer norms behind `layers.LayerNormalization` at TensorFlow inference, and `portable_graph()`.
 
-TensorFlow's graph runtime has no fused layer norm: Keras' formula runs as about seven full passes
-over the activations (cast, two means, a squared difference, a scale, a shift, a cast back). Here the
-norm is one small XLA-compiled function instead, which fuses those passes while the matmuls around
-it stay on oneDNN. On the 2-core AMD EPYC with AVX-512 (2026-11-26), S/16 at 224 px, timed in
-alternation with the unfused pass (`python -m benchmarks.fused_norm_ab`), the fused forward pass ran
-1.086x in mixed bfloat16 and 1.015x in float32 at batch 32, 1.03-1.05x at batch 1. Small norms stay
-unfused (`MIN_ELEMENTS_PER_EXAMPLE`), and so does every norm where TensorFlow runs more than
-`MAX_TENSORFLOW_THREADS` threads. Training keeps Keras' op: the fused norm is measured for inference
-only.
+TensorFlow's graph runtime runs Keras' layer norm as about seven full passes over the activations
+(cast, two means, a squared difference, a scale, a shift, a cast back). Two fused forms replace it at
+inference, on the TensorFlow backend, on a machine without a GPU, for norms over the last axis of at least
+`MIN_ELEMENTS_PER_EXAMPLE` elements per example:
+
+- **oneDNN's layer norm** (`onednn_layer_norm`), where the batch size is unknown when the graph is traced:
+  `model.predict`, the SavedModels of `keras_mixer.export` (TF Serving), `tf.function`s traced with a
+  `None` batch. The norm is written as Keras 2 wrote it (a `FusedBatchNormV3` in training mode over a
+  (1, rows, channels, 1) view, then the scale and shift), which TensorFlow's graph optimiser rewrites
+  into one `_MklLayerNorm` op. It needs no XLA, so SavedModels carry it, and oneDNN spreads it over
+  all cores. The rewrite needs the number of rows to be unknown when traced: with a known batch size the
+  optimiser folds it into a constant and the pattern no longer matches, so those graphs use the XLA norm.
+- **an XLA-compiled norm** (`fused_layer_norm`), where the batch size is known when traced and TensorFlow
+  runs at most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls
+  around it stay on oneDNN.
+
+On the 2-core AMD EPYC with AVX-512 (S/16 at 224 px, the paths timed in alternation by
+`python -m benchmarks.fused_norm_ab`; README "Performance"), both beat Keras' op, and oneDNN's norm beat
+the XLA one in every setting measured. Training keeps Keras' op: the fused norms are measured for
+inference only.
+
+Precision: the XLA norm computes in float32 whatever its input and rounds once. oneDNN's norm computes in
+its input's dtype: under `mixed_bfloat16` it takes the bfloat16 activations, keeps its statistics in
+float32, and scales and shifts with gamma and beta rounded to bfloat16, as mixed precision rounds every
+kernel (`tests/test_fused_norm.py` compares both with a float64 reference).
 
 SavedModels must not carry XLA-compiled functions: TF Serving's `--xla_cpu_compilation_enabled` is off
 by default, and its documentation says a model that needs XLA then fails on its first request (not
-tried on our machines, which have no Docker). Graphs traced inside `portable_graph()` use Keras' op;
+tried on our machines, which have no Docker). Graphs traced inside `portable_graph()` use no XLA;
 `keras_mixer.export.export_saved_model` and `MLPMixer.export` trace inside it. (The TFLite converter
 inlines the compiled function into builtin ops, so TFLite exports need no such care.)
 """
@@ -62,13 +78,9 @@ def portable_graph():
         _PORTABLE.reset(token)
 
 
-def fused_inference_applies(norm, inputs, training):
-    """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` on `inputs` in this call.
-
-    All must hold: inference (`training` falsy), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
-    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`,
-    `tensorflow_cpu_xla_allowed()`, and at most `MAX_TENSORFLOW_THREADS` (`tensorflow_threads()`).
-    """
+def _fusable(norm, inputs, training):
+    """What both fused norms need: inference, the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
+    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`."""
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
     per_example = math.prod(dim or 0 for dim in inputs.shape[1:])  # an unknown size counts as 0
@@ -79,6 +91,37 @@ def fused_inference_applies(norm, inputs, training):
         and norm.center
         and norm.scale
         and not norm.rms_scaling
+    )
+
+
+def onednn_inference_applies(norm, inputs, training):
+    """Whether `norm` (a LayerNormalization) may run `onednn_layer_norm` on `inputs` in this call.
+
+    All must hold: what the XLA norm needs but the thread limit (`_fusable`), the TensorFlow backend, no
+    GPU, a graph being traced (not eager), a batch size unknown when traced, 2-D or 3-D float32 or
+    bfloat16 inputs (what TensorFlow's rewrite takes). `portable_graph()` allows it: it is no XLA.
+    """
+    return (
+        _fusable(norm, inputs, training)
+        and inputs.shape[0] is None
+        and len(inputs.shape) in (2, 3)
+        and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16")
+        and keras.backend.backend() == "tensorflow"
+        and not _machine_has_gpu()
+        and not _executing_eagerly()
+    )
+
+
+def fused_inference_applies(norm, inputs, training):
+    """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` (the XLA norm) on `inputs` in this call.
+
+    All must hold: inference (`training` falsy), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
+    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`,
+    `tensorflow_cpu_xla_allowed()`, and at most `MAX_TENSORFLOW_THREADS` (`tensorflow_threads()`).
+    Where `onednn_inference_applies` too, the layer runs oneDNN's norm instead.
+    """
+    return (
+        _fusable(norm, inputs, training)
         and tensorflow_cpu_xla_allowed()
         and tensorflow_threads() <= MAX_TENSORFLOW_THREADS
     )
@@ -113,6 +156,48 @@ def fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
     return _compiled_norm()(inputs, gamma, beta, float(epsilon), output_dtype)
 
 
+def onednn_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
+    """Layer norm over the last axis of 2-D or 3-D `inputs`, in the form TensorFlow rewrites into `_MklLayerNorm`.
+
+    Computes in `inputs`' dtype (statistics in float32). The rewrite happens in a graph traced with the
+    batch size unknown; anywhere else (eager, a known batch size, a TensorFlow without oneDNN) the same
+    ops run unfused and give the same values.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> norm = tf.function(lambda x: onednn_layer_norm(x, tf.ones(3), tf.zeros(3), 1e-6, tf.float32))
+    >>> [round(float(value), 4) for value in norm(tf.constant([[1.0, 2.0, 3.0]]))[0]]
+    [-1.2247, 0.0, 1.2247]
+    """
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    shape = tf.shape(inputs)
+    rows = tf.reduce_prod(shape[:-1])
+    # The graph optimiser's pattern (remapper's FindMklLayerNorm): a FusedBatchNormV3 in training mode over
+    # (1, rows, channels, 1) in NCHW, with Fill ops of ones and zeros as its scale and offset and empty
+    # constants as its mean and variance, reshaped back, times gamma, plus beta. The raw op keeps the
+    # model's epsilon: `tf.nn.fused_batch_norm` raises it to 1.001e-5 (a cuDNN limit).
+    as_rows = tf.reshape(inputs, tf.stack([1, rows, shape[-1], 1]))
+    count = tf.reshape(rows, [1])
+    empty = tf.constant([], tf.float32)
+    normalized = tf.raw_ops.FusedBatchNormV3(
+        x=as_rows,
+        scale=tf.ones(count, tf.float32),
+        offset=tf.zeros(count, tf.float32),
+        mean=empty,
+        variance=empty,
+        epsilon=float(epsilon),
+        exponential_avg_factor=1.0,
+        data_format="NCHW",
+        is_training=True,
+    ).y
+    normalized = tf.reshape(normalized, shape)
+    outputs = normalized * tf.cast(gamma, inputs.dtype) + tf.cast(beta, inputs.dtype)
+    outputs = tf.cast(outputs, output_dtype)
+    outputs.set_shape(inputs.shape)
+    return outputs
+
+
 @functools.cache
 def _compiled_norm():
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
@@ -126,6 +211,12 @@ def _compiled_norm():
         return tf.cast(centered * scale + tf.cast(beta, tf.float32), output_dtype)
 
     return norm
+
+
+def _executing_eagerly():
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf.executing_eagerly()
 
 
 @functools.cache

@@ -9,8 +9,8 @@ Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
     MixerBlock       x += T(MLP_tokens(T(LN(x))));  x += MLP_channels(LN(x))
 
 Only `keras.ops` / `keras.layers` are used, so every layer runs on the TensorFlow, JAX and
-PyTorch backends. Two TensorFlow-only fast paths compute the same values: `LayerNormalization` fused at
-inference (`fused_norm.py`) and the GELU's forward and gradient compiled in training (`fused_gelu.py`).
+PyTorch backends. Two TensorFlow-only fast paths compute the same functions (to rounding): `LayerNormalization`
+fused at inference (`fused_norm.py`) and the GELU's forward and gradient compiled in training (`fused_gelu.py`).
 Sub-layer names mirror the official Flax checkpoint (`token_mixing/Dense_0`, `LayerNorm_1`, ...),
 which makes weight conversion a rename table (see `checkpoints.py`).
 The model assembly (pre-head norm, pooling, head) lives in `model.py`.
@@ -20,7 +20,12 @@ import keras
 from keras import ops
 
 from keras_mixer.fused_gelu import gelu
-from keras_mixer.fused_norm import fused_inference_applies, fused_layer_norm
+from keras_mixer.fused_norm import (
+    fused_inference_applies,
+    fused_layer_norm,
+    onednn_inference_applies,
+    onednn_layer_norm,
+)
 
 PACKAGE = "keras_mixer"
 
@@ -61,9 +66,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization`: same arguments, weights and math; fused at TF inference.
 
     On the TensorFlow backend at inference on a CPU, a norm of at least
-    `fused_norm.MIN_ELEMENTS_PER_EXAMPLE` elements per example runs as one XLA-compiled function
-    (`keras_mixer.fused_norm`, which says what it was measured to be worth); training, small norms, the
-    other backends and exports (`portable_graph()`) run the parent's op.
+    `fused_norm.MIN_ELEMENTS_PER_EXAMPLE` elements per example runs fused: as oneDNN's layer norm where
+    the batch size is unknown when traced (`predict`, SavedModels), else as one XLA-compiled function
+    (`keras_mixer.fused_norm`, which says what each was measured to be worth); training, small norms and
+    the other backends run the parent's op, and exports (`portable_graph()`) no XLA.
 
     Example:
     >>> import numpy as np
@@ -76,10 +82,12 @@ class LayerNormalization(keras.layers.LayerNormalization):
     # class names in snake case, so files written with Keras' own class here still load.
 
     def call(self, inputs, training=None):
-        if not fused_inference_applies(self, inputs, training):
-            return super().call(inputs)
         # `.value`: the backend's own variable, which a `tf.function` takes as an argument.
-        return fused_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, self.compute_dtype)
+        if onednn_inference_applies(self, inputs, training):
+            return onednn_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, self.compute_dtype)
+        if fused_inference_applies(self, inputs, training):
+            return fused_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, self.compute_dtype)
+        return super().call(inputs)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from tensorflow.python.util import _pywrap_util_port
 
 from benchmarks import frozen_weights_ab, fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image, gemm_operands
@@ -162,14 +163,19 @@ def test_a_peer_venv_without_torch_and_timm_is_one_clear_error(tmp_path):
         ensure_peer_venv(str(tmp_path / "missing"), create=False)
 
 
-def test_the_fused_norm_ab_times_both_paths_in_alternation(tmp_path, capsys):
+def test_the_fused_norm_ab_times_the_three_paths_in_alternation(tmp_path, capsys):
     out = tmp_path / "ab.json"
     args = ["--preset", "mixer_s16", "--batch-size", "1", "--rounds", "2", "--calls", "1", "--json", str(out)]
     assert fused_norm_ab.main(args) == 0
     report = json.loads(out.read_text())
     assert len(report["ratios_fused_over_unfused"]) == 2 and report["machine"]["cpu"]
+    assert len(report["onednn_over_unfused"]["ratios_onednn_over_unfused"]) == 2
+    assert len(report["onednn_over_fused"]["ratios_onednn_over_fused"]) == 2
+    assert sorted(report["images_per_second"]) == ["fused", "onednn", "unfused"]
     assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
-    assert "fused faster in" in capsys.readouterr().out
+    assert report["onednn_layer_norm_ran"] is _pywrap_util_port.IsMklEnabled()
+    printed = capsys.readouterr().out
+    assert "fused faster in" in printed and "onednn faster in" in printed
     assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1", "--min-elements", "-5"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in error

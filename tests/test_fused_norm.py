@@ -1,6 +1,8 @@
-"""`layers.LayerNormalization` and `fused_norm`: the fused path computes the paper's layer norm, runs where it should
-(TensorFlow inference) and nowhere else (training, exports, other axes)."""
+"""`layers.LayerNormalization` and `fused_norm`: the fused paths compute the paper's layer norm, run where they should
+(TensorFlow inference: oneDNN's norm where the batch size is unknown when traced, else the XLA norm) and nowhere
+else (training, eager calls, XLA in exports, other axes)."""
 
+import contextlib
 import math
 import os
 
@@ -9,12 +11,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.util import _pywrap_util_port
 
-from benchmarks.op_breakdown import XLA_OP_TYPE, op_breakdown
+from benchmarks.op_breakdown import XLA_OP_TYPE, op_breakdown, profile_by_op_type
 from keras_mixer import MLPMixer, fused_norm
 from keras_mixer.checkpoints import load_official_weights
 from keras_mixer.export import write_saved_model
-from keras_mixer.fused_norm import MIN_ELEMENTS_PER_EXAMPLE, fused_inference_applies, portable_graph
+from keras_mixer.fused_norm import (
+    MIN_ELEMENTS_PER_EXAMPLE,
+    fused_inference_applies,
+    onednn_inference_applies,
+    portable_graph,
+)
 from keras_mixer.layers import LayerNormalization
 from tests.model_checks import random_images, run_layer_checks
 from tests.reference_mixer import layer_norm, official_logits, random_official_checkpoint
@@ -48,6 +56,18 @@ def _xla_marked(graph_def):
             marked.append(function.signature.name)
         marked += [node.name for node in function.node_def if node.attr["_XlaMustCompile"].b]
     return marked
+
+
+def _any_batch(x):
+    """The signature of `x` with the batch size unknown: how `predict` and SavedModel signatures trace."""
+    return [tf.TensorSpec((None, *x.shape[1:]), x.dtype)]
+
+
+def _executed_op_types(function, *args):
+    return {row["op"] for row in profile_by_op_type(lambda: function(*args))}
+
+
+needs_onednn = pytest.mark.skipif(not _pywrap_util_port.IsMklEnabled(), reason="this TensorFlow has no oneDNN")
 
 
 def _traced(norm, x, training):
@@ -97,6 +117,55 @@ def test_training_exports_and_other_settings_use_keras_op():
     assert fused_inference_applies(LayerNormalization(axis=2), big, training=False)  # axis 2 is the last
     unknown = tf.TensorSpec((None, None, 256))  # sizes unknown when traced: too small to count on
     assert not fused_inference_applies(norm, unknown, training=False)
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_an_unknown_batch_size_runs_onednns_layer_norm(dtype):
+    x = tf.cast(np.random.default_rng(8).standard_normal(BIG).astype("float32") * 3 + 2, dtype)
+    norm = _norm_with_random_affine(BIG)
+    gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
+    expected = layer_norm(tf.cast(x, tf.float64).numpy(), gamma, beta)
+    for portable in (False, True):  # no XLA in it: exports keep it
+        with portable_graph() if portable else contextlib.nullcontext():
+            forward = tf.function(lambda t: norm(t, training=False), input_signature=_any_batch(x))
+            graph_def = forward.get_concrete_function().graph.as_graph_def()
+        assert not _xla_marked(graph_def)
+        assert "FusedBatchNormV3" in {node.op for node in graph_def.node}
+        ops = _executed_op_types(forward, x)
+        assert "_MklLayerNorm" in ops and "SquaredDifference" not in ops, ops  # TensorFlow fused it
+        out = forward(x).numpy()
+        assert out.dtype == np.float32
+        if dtype == "float32":
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        else:  # computed in bfloat16 with statistics in float32: within one bfloat16 step of the float64 norm
+            np.testing.assert_allclose(out, expected, rtol=2**-7, atol=2**-7)
+    assert np.abs(expected).max() > 2  # values where a bfloat16 step is larger than the tolerance's floor
+
+
+def test_the_onednn_norm_keeps_a_small_epsilon_and_runs_only_in_traced_inference():
+    # Rows of tiny variance: epsilon 1e-6 (the Mixer's) against the 1.001e-5 that tf.nn.fused_batch_norm imposes.
+    shape = (2, 256, 256)
+    x = (np.random.default_rng(9).standard_normal(shape) * 1e-3).astype("float32")
+    norm = _norm_with_random_affine(shape)
+    gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
+    forward = tf.function(lambda t: norm(t, training=False), input_signature=_any_batch(x))
+    expected = layer_norm(x.astype("float64"), gamma, beta)
+    np.testing.assert_allclose(forward(tf.constant(x)).numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert not onednn_inference_applies(norm, tf.constant(x), training=False)  # eager
+
+    def applies_when_traced(signature, training=False):
+        seen = []
+        tf.function(lambda t: seen.append(onednn_inference_applies(norm, t, training)) or t).get_concrete_function(
+            signature
+        )
+        return seen[0]
+
+    assert applies_when_traced(tf.TensorSpec((None, 256, 256)))
+    assert not applies_when_traced(tf.TensorSpec((None, 256, 256)), training=True)
+    assert not applies_when_traced(tf.TensorSpec((2, 256, 256)))  # a known batch size: the XLA norm's case
+    assert not applies_when_traced(tf.TensorSpec((None, 256, 256), tf.float16))
+    assert not applies_when_traced(tf.TensorSpec((None, 2, 128, 256)))  # 4-D: TensorFlow's rewrite takes 2-D, 3-D
 
 
 def test_training_gradients_are_the_float64_layer_norms():
@@ -160,7 +229,10 @@ def test_a_fused_model_gives_the_float64_reference_logits(tmp_path, policy):
     assert sum(bool(op.get_attr("_XlaMustCompile")) for op in compiled) == 5  # two norms per block, one pre-head
     with portable_graph():
         portable = tf.function(lambda t: model(t, training=False))(images).numpy()
-    for logits in (forward(images).numpy(), portable):
+    any_batch = tf.function(lambda t: model(t, training=False), input_signature=_any_batch(images))
+    if _pywrap_util_port.IsMklEnabled():
+        assert "_MklLayerNorm" in _executed_op_types(any_batch, images)  # oneDNN's norm, all five
+    for logits in (forward(images).numpy(), portable, any_batch(images).numpy()):
         np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
     assert np.abs(expected).max() > 0.5  # not a degenerate comparison of near-zeros
 
@@ -180,6 +252,9 @@ def test_saved_models_carry_no_xla_compiled_function(tmp_path, precision):
     model.predict(images, verbose=0)  # traces the fused path first: the exports must not reuse it
     write_saved_model(model, str(tmp_path / "ours"), ["a", "b", "c"], top_k=2, precision=precision)
     assert _saved_model_xla_marked(str(tmp_path / "ours")) == []
+    if _pywrap_util_port.IsMklEnabled():  # its signature's batch size is unknown: oneDNN's norm, no XLA
+        serving = tf.saved_model.load(str(tmp_path / "ours")).signatures["serving_default"]
+        assert "_MklLayerNorm" in _executed_op_types(lambda: serving(images=tf.constant(images)))
     if precision == "float32":
         model.export(str(tmp_path / "keras_export"), verbose=False)
         assert _saved_model_xla_marked(str(tmp_path / "keras_export")) == []
