@@ -6,7 +6,8 @@
 Runs the model's forward pass in a `tf.function` under the TF profiler and sums the executed ops'
 times by type (`_MklNativeFusedMatMul` is a matmul with its bias, and GELU when oneDNN fused it;
 `Cast`, `Mul`, `SquaredDifference`, `Mean` and `AddN` are mostly LayerNorm and mixed-precision
-casts; `XLA (compiled function)` is the fused layer norm of inference, `keras_mixer/fused_norm.py`).
+casts; `XLA (compiled function)` is the fused layer norm of inference, `keras_mixer/fused_norm.py`, and
+`_MklLayerNorm` oneDNN's, which runs instead with `--unknown-batch`).
 What ran is what counts: the names come from the trace, not from the Python graph.
 `benchmarks.run` stores this table for S/16 and B/16 in its JSON (row group `breakdown`).
 `--training` profiles one step of the default run's optimiser and loss instead: the backward matmuls
@@ -55,12 +56,17 @@ def _executed_ops(trace_folder):
                     yield op_type, node, event.duration_ps * 1e-12
 
 
-def op_breakdown(model, images, calls=2):
-    """[{op, milliseconds (per call), share, count (per call)}], largest first, for `model(images)`."""
+def op_breakdown(model, images, calls=2, unknown_batch=False):
+    """[{op, milliseconds (per call), share, count (per call)}], largest first, for `model(images)`.
+
+    `unknown_batch`: trace the forward pass with the batch size unknown, as SavedModel signatures are
+    (large norms then run as oneDNN's `_MklLayerNorm` instead of XLA calls, `keras_mixer/fused_norm.py`).
+    """
     import tensorflow as tf  # noqa: PLC0415
 
-    forward = tf.function(lambda x: model(x, training=False))
     images = tf.constant(images)
+    signature = [tf.TensorSpec((None, *images.shape[1:]), images.dtype)] if unknown_batch else None
+    forward = tf.function(lambda x: model(x, training=False), input_signature=signature)
     return profile_by_op_type(lambda: forward(images).numpy(), calls)
 
 
@@ -109,6 +115,12 @@ def main(argv=None):
         help="run one op at a time (inter-op threads 1), so that the op times add up to the call's time; "
         "by default ops that overlap on the cores each count their whole duration",
     )
+    parser.add_argument(
+        "--unknown-batch",
+        action="store_true",
+        help="trace the forward pass with the batch size unknown, as SavedModel signatures are "
+        "(large norms run as oneDNN's _MklLayerNorm, not as XLA calls)",
+    )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
@@ -116,6 +128,8 @@ def main(argv=None):
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
 
     problems = [f"--batch-size must be >= 1. Received: {args.batch_size}"] if args.batch_size < 1 else []
+    if args.training and args.unknown_batch:
+        problems.append("--unknown-batch is for the forward pass; a training step keeps Keras' norm")
     try:
         config = model_config(args.preset)
     except ValueError as error:
@@ -124,6 +138,8 @@ def main(argv=None):
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
     what = "training step" if args.training else "forward pass"
+    if args.unknown_batch:
+        what += ", traced with the batch size unknown"
     if args.one_op_at_a_time:
         import tensorflow as tf  # noqa: PLC0415
 
@@ -141,7 +157,7 @@ def main(argv=None):
         rows = profile_by_op_type(lambda: train(one).numpy())
     else:
         model, _ = build_model(args.preset, args.precision)
-        rows = op_breakdown(model, synthetic_images(config, args.batch_size))
+        rows = op_breakdown(model, synthetic_images(config, args.batch_size), unknown_batch=args.unknown_batch)
     print_breakdown(rows, f"{args.preset}, batch {args.batch_size}, {args.precision}, {what}")
     return 0
 

@@ -16,10 +16,11 @@ inference, on the TensorFlow backend, on a machine without a GPU, for norms over
   runs at most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls
   around it stay on oneDNN.
 
-On the 2-core AMD EPYC with AVX-512 (S/16 at 224 px, the paths timed in alternation by
-`python -m benchmarks.fused_norm_ab`; README "Performance"), both beat Keras' op, and oneDNN's norm beat
-the XLA one in every setting measured. Training keeps Keras' op: the fused norms are measured for
-inference only.
+On the 2-core AMD EPYC with AVX-512 (2026-11-27, S/16 at 224 px, the three paths timed in alternation,
+15 rounds, by `python -m benchmarks.fused_norm_ab`; README "Performance"), against Keras' op oneDNN's
+norm ran 1.14x in mixed bfloat16 and 1.06x in float32 at batch 32, 1.11x and 1.06x at batch 1; the XLA
+norm 1.06x, 1.03x, 1.07x and 1.02x. So oneDNN's norm beat the XLA one in all four settings (1.03-1.06x).
+Training keeps Keras' op: the fused norms are measured for inference only.
 
 Precision: the XLA norm computes in float32 whatever its input and rounds once. oneDNN's norm computes in
 its input's dtype: under `mixed_bfloat16` it takes the bfloat16 activations, keeps its statistics in
@@ -54,7 +55,8 @@ MIN_ELEMENTS_PER_EXAMPLE = 65_536
 # S/16 at batch 32) on a 16-core Intel Xeon with AMX (2026-11-27) the fused norm ran 0.97x in bfloat16
 # (0.94x with oneDNN's weight cache) and 0.98x in float32, and lost most rounds; on 2 of the same
 # cores (`taskset -c 0,1`) it ran 1.11x in bfloat16, in 6 of 6 rounds, as on the 2-core EPYC. Counts
-# between 2 and 16 are unmeasured and keep Keras' op.
+# between 2 and 16 are unmeasured and keep Keras' op. oneDNN's norm has no such limit (oneDNN splits it
+# over the cores, as Keras' element-wise ops), but it is unmeasured above 2 cores.
 MAX_TENSORFLOW_THREADS = 2
 
 

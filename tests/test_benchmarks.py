@@ -106,11 +106,12 @@ def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass_one_op_at_a
 
 def test_the_op_breakdown_names_every_bad_flag_in_one_line_before_touching_tensorflow():
     # In this process TensorFlow has run, so --one-op-at-a-time could not apply: the bad flags come first.
-    flags = ["--preset", "mixer_z9", "--batch-size", "0", "--one-op-at-a-time"]
+    flags = ["--preset", "mixer_z9", "--batch-size", "0", "--one-op-at-a-time", "--training", "--unknown-batch"]
     result = run_main_in_process("benchmarks.op_breakdown", *flags)
     assert result.returncode == EXIT_BAD_INPUT
     (line,) = result.stderr.strip().splitlines()
     assert "--batch-size must be >= 1. Received: 0" in line and "unknown model 'mixer_z9'" in line
+    assert "--unknown-batch is for the forward pass" in line
 
 
 def test_the_token_contraction_variant_computes_the_package_function_and_is_timed(monkeypatch):

@@ -204,11 +204,14 @@ def test_tensorflow_threads_follow_the_intra_op_setting(monkeypatch):
     assert fused_norm.tensorflow_threads() == 3
 
 
-def test_the_op_breakdown_counts_each_fused_norm_as_one_xla_call():
+def test_the_op_breakdown_counts_each_fused_norm_as_one_call():
     model = MLPMixer(**FUSED_SIZED)
     images = np.random.default_rng(5).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
     ops = {row["op"]: row for row in op_breakdown(model, images)}
     assert ops[XLA_OP_TYPE]["count"] == 3 and "SquaredDifference" not in ops, ops.keys()  # 2 in the block + pre-head
+    if _pywrap_util_port.IsMklEnabled():  # as a SavedModel signature traces it: oneDNN's norm, no XLA
+        ops = {row["op"]: row for row in op_breakdown(model, images, unknown_batch=True)}
+        assert ops["_MklLayerNorm"]["count"] == 3 and XLA_OP_TYPE not in ops, ops.keys()
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
