@@ -44,10 +44,11 @@ import keras
 
 _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 
-# Below this many elements per example the XLA call's fixed cost can outweigh the passes it saves:
-# with every norm fused, the default Fashion model (16 x 128 per image) ran 0.85x at batch 1 and 1.04x
-# at batch 32 (`benchmarks.fused_norm_ab --min-elements 0`), and `predict` traces without knowing the
-# batch size. The 224-px /16 and /14 presets (S/16: 196 x 512) are above it.
+# Below this many elements per example a fused norm's fixed cost can outweigh the passes it saves: with
+# every norm fused, the default Fashion model (16 x 128 per image) ran 0.85x at batch 1 and 1.04x at
+# batch 32 with the XLA norm, 0.72x and 1.12x with oneDNN's (`benchmarks.fused_norm_ab --min-elements 0`),
+# and the batch size is not always known when a graph is traced. The 224-px /16 and /14 presets (S/16:
+# 196 x 512) are above it.
 MIN_ELEMENTS_PER_EXAMPLE = 65_536
 
 # Above this many TensorFlow threads Keras' op wins: its element-wise kernels split each pass over all
