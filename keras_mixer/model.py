@@ -26,6 +26,7 @@ from keras_mixer.layers import (
     _pair,
     mixed_precision_safe_dtype,
 )
+from keras_mixer.predict_trace import with_any_batch_size
 from keras_mixer.presets import preset_config
 from keras_mixer.weights import imagenet1k_class_names, resolve_weights
 
@@ -196,6 +197,18 @@ class MLPMixer(keras.Model):
         if dataset is not None:
             x, batch_size = dataset, None
         return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def make_predict_function(self, force=False):
+        """Keras' predict step, whose first call traces it with the batch size unknown, on TensorFlow.
+
+        One trace serves every batch size, and its large norms run as oneDNN's layer norm
+        (`keras_mixer.predict_trace`).
+        """
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        super().make_predict_function(force)  # sets self.predict_function (and returns it in some Keras versions)
+        self.predict_function = with_any_batch_size(self.predict_function)
+        return self.predict_function
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """`keras.Model.export`, traced inside `portable_graph()`: the artefact holds no XLA-compiled

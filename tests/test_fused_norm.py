@@ -212,6 +212,9 @@ def test_the_op_breakdown_counts_each_fused_norm_as_one_call():
     if _pywrap_util_port.IsMklEnabled():  # as a SavedModel signature traces it: oneDNN's norm, no XLA
         ops = {row["op"]: row for row in op_breakdown(model, images, unknown_batch=True)}
         assert ops["_MklLayerNorm"]["count"] == 3 and XLA_OP_TYPE not in ops, ops.keys()
+        # predict traces its step with the batch size unknown (keras_mixer.predict_trace): oneDNN's norm too
+        ops = _executed_op_types(lambda: model.predict(images, verbose=0))
+        assert "_MklLayerNorm" in ops and XLA_OP_TYPE not in ops, ops
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
@@ -252,7 +255,7 @@ def test_saved_models_carry_no_xla_compiled_function(tmp_path, precision):
     # TF Serving refuses XLA-compiled functions unless started with --xla_cpu_compilation_enabled.
     model = MLPMixer(**FUSED_SIZED)
     images = np.random.default_rng(4).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
-    model.predict(images, verbose=0)  # traces the fused path first: the exports must not reuse it
+    model.predict(images, verbose=0)  # runs the model in Keras first: the exports must not reuse its traces
     write_saved_model(model, str(tmp_path / "ours"), ["a", "b", "c"], top_k=2, precision=precision)
     assert _saved_model_xla_marked(str(tmp_path / "ours")) == []
     if _pywrap_util_port.IsMklEnabled():  # its signature's batch size is unknown: oneDNN's norm, no XLA

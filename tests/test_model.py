@@ -4,6 +4,7 @@ import pytest
 
 from keras_mixer import MLPMixer
 from keras_mixer.arguments import drop_path_rates
+from keras_mixer.layers import MixerBlock
 from tests.model_checks import random_images, run_model_checks
 
 TINY = dict(
@@ -232,3 +233,23 @@ def test_predict_on_arrays_equals_the_direct_call_for_any_batch_size():
     for batch_size in (None, 1, 3, 7, 100):
         np.testing.assert_allclose(model.predict(images, batch_size=batch_size, verbose=0), direct, atol=1e-5)
     np.testing.assert_allclose(model.predict(keras.ops.convert_to_tensor(images), verbose=0), direct, atol=1e-5)
+
+
+def test_predict_traces_its_step_once_for_every_batch_size(monkeypatch):
+    # Keras traces with the first batch's size, then again, relaxed, for a batch of another size (the last).
+    # The package traces once with the size unknown, which lets large norms run as oneDNN's (test_fused_norm).
+    model = _randomize(MLPMixer(**TINY))
+    images = _images(7)
+    traced_batch_sizes = []
+    block_call = MixerBlock.call
+
+    def recording_call(self, inputs, *args, **kwargs):
+        traced_batch_sizes.append(inputs.shape[0])
+        return block_call(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(MixerBlock, "call", recording_call)
+    predicted = model.predict(images, batch_size=3, verbose=0)  # batches of 3, 3 and 1
+    if keras.backend.backend() == "tensorflow":
+        assert traced_batch_sizes == [None] * TINY["num_blocks"]  # one trace of each block
+    monkeypatch.undo()
+    np.testing.assert_allclose(predicted, keras.ops.convert_to_numpy(model(images)), atol=1e-5)
