@@ -6,12 +6,13 @@ inference, on the TensorFlow backend, on a machine without a GPU, for norms over
 `MIN_ELEMENTS_PER_EXAMPLE` elements per example:
 
 - **oneDNN's layer norm** (`onednn_layer_norm`), where the batch size is unknown when the graph is traced:
-  `model.predict`, the SavedModels of `keras_mixer.export` (TF Serving), `tf.function`s traced with a
-  `None` batch. The norm is written as Keras 2 wrote it (a `FusedBatchNormV3` in training mode over a
-  (1, rows, channels, 1) view, then the scale and shift), which TensorFlow's graph optimiser rewrites
-  into one `_MklLayerNorm` op. It needs no XLA, so SavedModels carry it, and oneDNN spreads it over
-  all cores. The rewrite needs the number of rows to be unknown when traced: with a known batch size the
-  optimiser folds it into a constant and the pattern no longer matches, so those graphs use the XLA norm.
+  `MLPMixer.predict` (`keras_mixer.predict_trace`), the SavedModels of `keras_mixer.export` (TF Serving),
+  `tf.function`s traced with a `None` batch. The norm is written as Keras 2 wrote it (a
+  `FusedBatchNormV3` in training mode over a (1, rows, channels, 1) view, then the scale and shift),
+  which TensorFlow's graph optimiser rewrites into one `_MklLayerNorm` op. It needs no XLA, so
+  SavedModels carry it, and oneDNN spreads it over all cores. The rewrite needs the number of rows to
+  be unknown when traced: with a known batch size the optimiser folds it into a constant and the
+  pattern no longer matches, so those graphs use the XLA norm.
 - **an XLA-compiled norm** (`fused_layer_norm`), where the batch size is known when traced and TensorFlow
   runs at most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls
   around it stay on oneDNN.
