@@ -66,7 +66,8 @@ MAX_TENSORFLOW_THREADS = 2
 def portable_graph():
     """Trace graphs that any TensorFlow runtime runs, TF Serving included: no XLA-compiled pieces.
 
-    Neither the fused norm of inference nor the compiled GELU of training (`keras_mixer.fused_gelu`).
+    Neither the XLA norm of inference nor the compiled GELU of training (`keras_mixer.fused_gelu`); oneDNN's
+    norm, plain TensorFlow ops, stays.
 
     Example:
     >>> import numpy as np
