@@ -4,7 +4,7 @@
 
 Builds one model and traces its forward pass three times: with the batch size known, as Keras runs it
 ("fused": each LayerNorm one XLA-compiled call where `fused_inference_applies`); with the batch size
-unknown, as `predict`'s retraces and the SavedModel signatures run it ("onednn": TensorFlow rewrites each
+unknown, as `MLPMixer.predict` and the SavedModel signatures run it ("onednn": TensorFlow rewrites each
 norm into oneDNN's `_MklLayerNorm`, where `onednn_inference_applies`); and inside `portable_graph()` with
 the batch size known ("unfused": Keras' op). Then it times the three in alternation, `--rounds` times, so
 all see the machine in the same state; on a shared VM, rows measured minutes apart (as in
@@ -42,7 +42,8 @@ def forward_passes(model, images):
 
     images = tf.constant(images)
     fused = tf.function(lambda x: model(x, training=False))
-    onednn = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, *images.shape[1:]))])
+    any_batch = [tf.TensorSpec((None, *images.shape[1:]), images.dtype)]
+    onednn = tf.function(lambda x: model(x, training=False), input_signature=any_batch)
     unfused = tf.function(lambda x: model(x, training=False))
     fused(images).numpy()
     onednn(images).numpy()
