@@ -39,11 +39,11 @@ def forward_passes(model, images):
     import tensorflow as tf  # noqa: PLC0415
 
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
+    from keras_mixer.predict_trace import any_batch_size_spec  # noqa: PLC0415
 
     images = tf.constant(images)
     fused = tf.function(lambda x: model(x, training=False))
-    any_batch = [tf.TensorSpec((None, *images.shape[1:]), images.dtype)]
-    onednn = tf.function(lambda x: model(x, training=False), input_signature=any_batch)
+    onednn = tf.function(lambda x: model(x, training=False), input_signature=[any_batch_size_spec(images)])
     unfused = tf.function(lambda x: model(x, training=False))
     fused(images).numpy()
     onednn(images).numpy()

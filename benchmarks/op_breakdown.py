@@ -64,8 +64,10 @@ def op_breakdown(model, images, calls=2, unknown_batch=False):
     """
     import tensorflow as tf  # noqa: PLC0415
 
+    from keras_mixer.predict_trace import any_batch_size_spec  # noqa: PLC0415
+
     images = tf.constant(images)
-    signature = [tf.TensorSpec((None, *images.shape[1:]), images.dtype)] if unknown_batch else None
+    signature = [any_batch_size_spec(images)] if unknown_batch else None
     forward = tf.function(lambda x: model(x, training=False), input_signature=signature)
     return profile_by_op_type(lambda: forward(images).numpy(), calls)
 

@@ -84,8 +84,9 @@ def portable_graph():
 
 
 def _fusable(norm, inputs, training):
-    """What both fused norms need: inference, the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
-    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`."""
+    """What both fused norms need: inference (`training` falsy), the last axis only, at least
+    `MIN_ELEMENTS_PER_EXAMPLE` elements per example (known when traced), `center` and `scale` on, no
+    `rms_scaling`."""
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
     per_example = math.prod(dim or 0 for dim in inputs.shape[1:])  # an unknown size counts as 0
@@ -102,9 +103,9 @@ def _fusable(norm, inputs, training):
 def onednn_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `onednn_layer_norm` on `inputs` in this call.
 
-    All must hold: what the XLA norm needs but the thread limit (`_fusable`), the TensorFlow backend, no
-    GPU, a graph being traced (not eager), a batch size unknown when traced, 2-D or 3-D float32 or
-    bfloat16 inputs (what TensorFlow's rewrite takes). `portable_graph()` allows it: it is no XLA.
+    All must hold: `_fusable`, a batch size unknown when traced (so never eager, where shapes are known),
+    2-D or 3-D float32 or bfloat16 inputs (what TensorFlow's rewrite takes), the TensorFlow backend, no
+    GPU. `portable_graph()` allows it: it is no XLA.
     """
     return (
         _fusable(norm, inputs, training)
@@ -113,17 +114,14 @@ def onednn_inference_applies(norm, inputs, training):
         and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16")
         and keras.backend.backend() == "tensorflow"
         and not _machine_has_gpu()
-        and not _executing_eagerly()
     )
 
 
 def fused_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `fused_layer_norm` (the XLA norm) on `inputs` in this call.
 
-    All must hold: inference (`training` falsy), the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE`
-    elements per example (known when traced), `center` and `scale` on, no `rms_scaling`,
-    `tensorflow_cpu_xla_allowed()`, and at most `MAX_TENSORFLOW_THREADS` (`tensorflow_threads()`).
-    Where `onednn_inference_applies` too, the layer runs oneDNN's norm instead.
+    All must hold: `_fusable`, `tensorflow_cpu_xla_allowed()`, and at most `MAX_TENSORFLOW_THREADS`
+    (`tensorflow_threads()`). Where `onednn_inference_applies` too, the layer runs oneDNN's norm instead.
     """
     return (
         _fusable(norm, inputs, training)
@@ -216,12 +214,6 @@ def _compiled_norm():
         return tf.cast(centered * scale + tf.cast(beta, tf.float32), output_dtype)
 
     return norm
-
-
-def _executing_eagerly():
-    import tensorflow as tf  # noqa: PLC0415
-
-    return tf.executing_eagerly()
 
 
 @functools.cache

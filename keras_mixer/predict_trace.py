@@ -9,6 +9,19 @@ trace.
 """
 
 
+def any_batch_size_spec(tensor):
+    """The `tf.TensorSpec` of `tensor` with its first (batch) dimension unknown.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> any_batch_size_spec(tf.zeros((2, 3), tf.uint8))
+    TensorSpec(shape=(None, 3), dtype=tf.uint8, name=None)
+    """
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow tensors)
+
+    return tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype)
+
+
 def with_any_batch_size(step):
     """`step` (Keras' compiled predict function), tracing its first call with the batch sizes unknown.
 
@@ -36,8 +49,7 @@ def with_any_batch_size(step):
             traced = True
             leaves = tf.nest.flatten(data)
             if leaves and all(isinstance(leaf, tf.Tensor) and leaf.shape.rank for leaf in leaves):
-                spec = tf.nest.map_structure(lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype), data)
-                step.get_concrete_function(spec)
+                step.get_concrete_function(tf.nest.map_structure(any_batch_size_spec, data))
         return step(data)
 
     return call

@@ -24,6 +24,7 @@ from keras_mixer.fused_norm import (
     portable_graph,
 )
 from keras_mixer.layers import LayerNormalization
+from keras_mixer.predict_trace import any_batch_size_spec
 from tests.model_checks import random_images, run_layer_checks
 from tests.reference_mixer import layer_norm, official_logits, random_official_checkpoint
 
@@ -60,7 +61,7 @@ def _xla_marked(graph_def):
 
 def _any_batch(x):
     """The signature of `x` with the batch size unknown: how `predict` and SavedModel signatures trace."""
-    return [tf.TensorSpec((None, *x.shape[1:]), x.dtype)]
+    return [any_batch_size_spec(tf.convert_to_tensor(x))]
 
 
 def _executed_op_types(function, *args):
@@ -152,7 +153,7 @@ def test_the_onednn_norm_keeps_a_small_epsilon_and_runs_only_in_traced_inference
     forward = tf.function(lambda t: norm(t, training=False), input_signature=_any_batch(x))
     expected = layer_norm(x.astype("float64"), gamma, beta)
     np.testing.assert_allclose(forward(tf.constant(x)).numpy(), expected, rtol=1e-4, atol=1e-4)
-    assert not onednn_inference_applies(norm, tf.constant(x), training=False)  # eager
+    assert not onednn_inference_applies(norm, tf.constant(x), training=False)  # eager: the batch size is known
 
     def applies_when_traced(signature, training=False):
         seen = []
