@@ -186,7 +186,8 @@ def _machine():
     """`training.machine.machine_description()`, or its TensorFlow-free part on a machine without TensorFlow."""
     import keras  # noqa: PLC0415
 
-    from training.machine import cpu_model_and_flags, machine_description  # noqa: PLC0415
+    from keras_mixer.cpu import cpu_model_and_flags  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
 
     if HAS_TENSORFLOW:
         return machine_description()

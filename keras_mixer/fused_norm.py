@@ -12,7 +12,8 @@ inference, on the TensorFlow backend, on a machine without a GPU, for norms over
   which TensorFlow's graph optimiser rewrites into one `_MklLayerNorm` op. It needs no XLA, so
   SavedModels carry it, and oneDNN spreads it over all cores. The rewrite needs the number of rows to
   be unknown when traced: with a known batch size the optimiser folds it into a constant and the
-  pattern no longer matches, so those graphs use the XLA norm.
+  pattern no longer matches, so those graphs use the XLA norm. It also needs TensorFlow's oneDNN on
+  (`onednn_enabled`); a process without it traces the XLA norm or Keras' op instead.
 - **an XLA-compiled norm** (`fused_layer_norm`), where the batch size is known when traced and TensorFlow
   runs at most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls
   around it stay on oneDNN.
@@ -42,6 +43,8 @@ import math
 import os
 
 import keras
+
+from keras_mixer.cpu import cpu_model_and_flags
 
 _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 
@@ -104,15 +107,18 @@ def onednn_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `onednn_layer_norm` on `inputs` in this call.
 
     All must hold: `_fusable`, a batch size unknown when traced (so never eager, where shapes are known),
-    2-D or 3-D float32 or bfloat16 inputs (what TensorFlow's rewrite takes), the TensorFlow backend, no
-    GPU. `portable_graph()` allows it: it is no XLA.
+    2-D or 3-D float32 or bfloat16 inputs (what TensorFlow's rewrite takes; bfloat16 only where oneDNN
+    takes it, `_onednn_takes_bfloat16`), the TensorFlow backend with oneDNN on (`onednn_enabled`:
+    without it nothing rewrites the ops), no GPU. `portable_graph()` allows it: it is no XLA.
     """
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
     return (
         _fusable(norm, inputs, training)
         and inputs.shape[0] is None
         and len(inputs.shape) in (2, 3)
-        and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "bfloat16")
+        and (dtype == "float32" or (dtype == "bfloat16" and _onednn_takes_bfloat16()))
         and keras.backend.backend() == "tensorflow"
+        and onednn_enabled()
         and not _machine_has_gpu()
     )
 
@@ -214,6 +220,34 @@ def _compiled_norm():
         return tf.cast(centered * scale + tf.cast(beta, tf.float32), output_dtype)
 
     return norm
+
+
+@functools.cache
+def onednn_enabled():
+    """Whether this process's TensorFlow runs oneDNN's CPU kernels (fixed when TensorFlow is imported).
+
+    TensorFlow 2.21 on x86-64 turns them on by itself only on CPUs with AVX512-VNNI, AVX512-BF16,
+    AVX-VNNI or AMX; `TF_ENABLE_ONEDNN_OPTS=1` (or `0`) before its import decides anywhere. The programs
+    in `training/` and `benchmarks/` set it to 1 unless the environment says otherwise
+    (`training/onednn.py`).
+
+    Example:
+    >>> onednn_enabled() in (True, False)
+    True
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # noqa: PLC0415  (TensorFlow's own query)
+    except ImportError:  # no TensorFlow, or a build without the query
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+@functools.cache
+def _onednn_takes_bfloat16():
+    """TensorFlow's own test (`IsBF16SupportedByOneDNNOnThisCPU`): AVX-512F or AVX-NE-CONVERT. Elsewhere
+    (a CPU with AVX2 only) its oneDNN leaves bfloat16 ops to Eigen, and the norm's ops stay unfused."""
+    flags = cpu_model_and_flags()[1]
+    return "avx512f" in flags or "avx_ne_convert" in flags
 
 
 @functools.cache

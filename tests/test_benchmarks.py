@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 import pytest
-from tensorflow.python.util import _pywrap_util_port
 
 from benchmarks import frozen_weights_ab, fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
 from benchmarks.flops import flops_per_image, gemm_operands
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import check_targets, target_classes
 from keras_mixer import fused_norm
+from keras_mixer.fused_norm import onednn_enabled
 from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
 from tests.training_helpers import ROOT, run_main_in_process, run_module
@@ -174,7 +174,7 @@ def test_the_fused_norm_ab_times_the_three_paths_in_alternation(tmp_path, capsys
     assert len(report["onednn_over_fused"]["ratios_onednn_over_fused"]) == 2
     assert sorted(report["images_per_second"]) == ["fused", "onednn", "unfused"]
     assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
-    assert report["onednn_layer_norm_ran"] is _pywrap_util_port.IsMklEnabled()
+    assert report["onednn_layer_norm_ran"] is onednn_enabled()
     printed = capsys.readouterr().out
     assert "fused faster in" in printed and "onednn faster in" in printed
     assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1", "--min-elements", "-5"]) == EXIT_BAD_INPUT

@@ -46,13 +46,13 @@ def test_xla_is_auto_unless_asked_for(capsys):
     assert _parse().distribute.xla is None
     assert _parse("--xla", "auto").distribute.xla is None
     assert _parse("--xla", "false").distribute.xla is False and _parse("--xla", "on").distribute.xla is True
-    avx512 = {"cpu_flags": ["avx512f", "avx2"], "gpus": []}
-    assert xla_for_training(None, "float32", **avx512)[0] is True
-    assert xla_for_training(None, "bfloat16", **avx512)[0] is False
-    assert xla_for_training(None, "float32", cpu_flags=["avx2"], gpus=[])[0] is False
-    assert xla_for_training(None, "float32", cpu_flags=["avx512f"], gpus=["GPU:0"])[0] is False
-    assert xla_for_training(False, "float32", **avx512) == (False, "asked for (--xla)")
-    assert xla_for_training(True, "bfloat16", cpu_flags=["avx2"], gpus=[])[0] is True
+    onednn = {"onednn": True, "gpus": []}
+    assert xla_for_training(None, "float32", **onednn)[0] is True
+    assert xla_for_training(None, "bfloat16", **onednn)[0] is False
+    assert xla_for_training(None, "float32", onednn=False, gpus=[])[0] is False
+    assert xla_for_training(None, "float32", onednn=True, gpus=["GPU:0"])[0] is False
+    assert xla_for_training(False, "float32", **onednn) == (False, "asked for (--xla)")
+    assert xla_for_training(True, "bfloat16", onednn=False, gpus=[])[0] is True
     with pytest.raises(SystemExit):
         _parse("--xla", "sometimes")
     assert "--xla: expected true, false or auto, got 'sometimes'" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 import sys
 
+from training.onednn import prefer_onednn
 from training.quiet import quiet_tensorflow_import
 
+prefer_onednn()  # before TensorFlow's import, which the next line does
 quiet_tensorflow_import(sys.argv)
 
 EXIT_BAD_INPUT = 2  # a flag, file or dataset that cannot work: one message, nothing written
