@@ -289,9 +289,25 @@ def main(argv=None):
     return 0
 
 
+def weight_cache_helps(cpu_flags):
+    """Whether oneDNN's weight cache (`FROZEN_WEIGHTS_FLAG`) was measured faster on a CPU with these flags.
+
+    With AVX-512 it was (S/16, batch 32: 1.05-1.22x on the AMD EPYC); on the AMD EPYC with AVX2 only it
+    was slower (0.79x the Keras graph, 0.93x the SavedModel, 2026-11-27; README "Performance").
+
+    >>> weight_cache_helps(["avx512f", "avx2"]), weight_cache_helps(["avx2"])
+    (True, False)
+    """
+    return "avx512f" in cpu_flags
+
+
 if __name__ == "__main__":
     # This program never changes a weight once the model is loaded, so TensorFlow's oneDNN matmuls
-    # may reorder each weight once and keep it (`benchmarks/frozen_weights_ab.py` measures the gain).
-    # Set here, not in `main`, which tests call inside a process that trains models.
-    os.environ.setdefault(FROZEN_WEIGHTS_FLAG, "1")
+    # may reorder each weight once and keep it (`benchmarks/frozen_weights_ab.py` measures the gain),
+    # where that was measured faster. Set here, not in `main`, which tests call inside a process that
+    # trains models.
+    from keras_mixer.cpu import cpu_model_and_flags
+
+    if weight_cache_helps(cpu_model_and_flags()[1]):
+        os.environ.setdefault(FROZEN_WEIGHTS_FLAG, "1")
     sys.exit(main())
