@@ -331,8 +331,8 @@ def _peer_rows(peer, kinds, name, batch_size, repeats, config, limit, steps=2, f
             rows.append({"row": kind, "batch_size": batch_size, "note": "not run: add --peer (timm in its own venv)"})
             continue
         if "bfloat16" in kind and not has_bf16_units:
-            # On the AVX2 EPYC timm's bf16 train step ran past 30 minutes (torch has no fast bf16 path there),
-            # and no bf16 goal applies to such a CPU.
+            # On the AVX2 EPYC timm's bf16 train step ran at 0.1 images/s, 25 of run 19's 31 minutes (torch
+            # has no fast bf16 path there), and no bf16 goal applies to such a CPU.
             rows.append({"row": kind, "batch_size": batch_size, "note": f"not run: {why}, where no bf16 goal applies"})
             continue
         answer = peer.row(kind, name, batch_size, repeats, steps=steps)

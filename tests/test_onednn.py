@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from tests.training_helpers import ROOT
+from training.onednn import ONEDNN_FLAG
 
 # Run in a fresh process: the setting takes only before TensorFlow's import.
 _WITHOUT_ONEDNN = textwrap.dedent(
@@ -37,9 +38,9 @@ _WITHOUT_ONEDNN = textwrap.dedent(
 
 
 def _child(code, flag):
-    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    env = {key: value for key, value in os.environ.items() if key != ONEDNN_FLAG}
     if flag is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = flag
+        env[ONEDNN_FLAG] = flag
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
@@ -50,7 +51,7 @@ def _child(code, flag):
 
 def test_the_programs_turn_onednn_on_unless_the_user_said_otherwise():
     code = "import json, os, training\nfrom keras_mixer.fused_norm import onednn_enabled\n"
-    code += "print(json.dumps([os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled()]))"
+    code += f"print(json.dumps([os.environ[{ONEDNN_FLAG!r}], onednn_enabled()]))"
     assert _child(code, None) == ["1", True]  # TensorFlow alone leaves it off on a CPU with AVX2 only
     assert _child(code, "0") == ["0", False]
 
