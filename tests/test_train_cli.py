@@ -231,8 +231,12 @@ def test_fit_runs_exactly_each_epochs_steps_whatever_the_steps_per_execution():
     model = MLPMixer(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=4,
                      tokens_mlp_dim=2, channels_mlp_dim=4)  # fmt: skip
     compile_for_training(model, config, steps_per_epoch=10)
+    # Built before fit, outside any strategy: one trace of the step, not Keras' second one (slots made in the first)
+    assert model.optimizer.built
+    traces, keras_train_step = [], model.train_step
+    model.train_step = lambda data: traces.append(1) or keras_train_step(data)
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
     data = tf.data.Dataset.from_tensors((images, keras.ops.one_hot([0, 2], 3))).repeat()
     model.fit(data, epochs=2, steps_per_epoch=10, verbose=0, shuffle=False)
     assert int(model.optimizer.iterations.numpy()) == 20  # 24 with 4 steps per execution
-    assert model.steps_per_execution == 2
+    assert model.steps_per_execution == 2 and len(traces) == 1

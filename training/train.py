@@ -184,6 +184,10 @@ def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=Non
         ),
         jit_compile=xla_for_training(config.distribute.xla, config.distribute.precision)[0],
     )
+    # Built now, not by the first train step. Outside a strategy scope Keras 3.15 creates the optimiser's
+    # slots inside that trace, which is slow and makes tf.function trace the step twice: the Fashion
+    # model's first 8 steps took 15.2 s that way and 10.5 s this way (2-core AVX2 EPYC, no strategy).
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
