@@ -1,5 +1,6 @@
 """Shared fixtures: quiet TensorFlow logs, restore the global dtype policy after each test."""
 
+import fcntl
 import os
 
 from training.quiet import quiet_tensorflow_import
@@ -18,12 +19,19 @@ def _reset_keras_state():
 
 
 @pytest.fixture(scope="session")
-def fashion_data_dir(tmp_path_factory):
-    """A tfds data dir holding fashion_mnist prepared offline from Debian's files (once per session)."""
+def fashion_data_dir(tmp_path_factory, worker_id):
+    """A tfds data dir holding fashion_mnist prepared offline from Debian's files (once per test run).
+
+    The pytest-xdist processes share one copy: the first prepares it (half a minute) while the other
+    waits on the lock, instead of each preparing its own.
+    """
     from training.offline_data import DEBIAN_DIR, prepare_fashion_mnist  # noqa: PLC0415
 
     if not os.path.isdir(DEBIAN_DIR):
         pytest.fail(f"{DEBIAN_DIR} is missing: the README's test command installs dataset-fashion-mnist")
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    prepare_fashion_mnist(data_dir)
-    return data_dir
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the parent is this run's, common to its workers
+    with open(shared / "tfds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed worker's process ends
+        prepare_fashion_mnist(str(shared / "tfds"))  # does nothing where the dataset is already prepared
+    return str(shared / "tfds")
