@@ -71,7 +71,7 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     assert report["keras_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     assert "| saved_model |" in (tmp_path / "exports" / "tiny" / "1" / "assets" / "export_report.md").read_text()
 
-    again = run_train(*flags)
+    again = run_main_in_process("training.train", *flags)  # stops before any training: no new process needed
     assert again.returncode == 0 and "already holds this finished run" in again.stdout
     assert _history_epochs(model_dir) == [0, 1]  # not trained twice
 
@@ -95,7 +95,9 @@ def test_without_a_validation_part_the_training_accuracy_picks_the_checkpoint(fa
     assert "one view:" in evaluation.stdout
     result = json.loads((model_dir / "evaluation.json").read_text())
     assert result["flip_average"] and result["single_view_test_accuracy"] == pytest.approx(summary["test_accuracy"])
-    no_validation = _evaluate_cli(model_dir, fashion_data_dir, "--split", "validation")
+    no_validation = run_main_in_process(
+        "training.evaluate", "--model-dir", model_dir, "--data-dir", fashion_data_dir, "--split", "validation"
+    )  # refused before the model loads
     assert no_validation.returncode == 2 and "held out no validation part" in no_validation.stderr
     assert (model_dir / "curves.png").stat().st_size > 0
 
