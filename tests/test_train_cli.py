@@ -157,7 +157,7 @@ def test_a_model_dir_with_another_config_is_refused_unless_overwrite(fashion_dat
     base = [*TINY_RUN, "--epochs", "1", "--data-dir", fashion_data_dir, "--model-dir", str(model_dir)]
     assert run_train(*base).returncode == 0
     before = (model_dir / "best.keras").read_bytes()
-    refused = run_train(*base, "--hidden-dim", "24")
+    refused = run_main_in_process("training.train", *base, "--hidden-dim", "24")  # refused before any work
     assert refused.returncode == 2 and "different config (changed: model.hidden_dim)" in refused.stderr
     assert (model_dir / "best.keras").read_bytes() == before
     replaced = run_train(*base, "--hidden-dim", "24", "--overwrite")
