@@ -15,9 +15,11 @@ def xla_for_training(requested, precision="float32", onednn=None, gpus=None):
     Auto follows what was measured (README, "Performance"). In float32 with TensorFlow's oneDNN on, XLA
     trained faster: the default model 1.3-1.4x through `model.fit` and S/16 1.17x per step on the AMD
     EPYC with AVX-512, S/16 1.10x per step on the Xeon with AMX, and the default model's step 1.3-1.4x
-    on the AMD EPYC with AVX2 only, once oneDNN is on there (`training/onednn.py`). With oneDNN off
-    (that EPYC's TensorFlow default) the same step ran 0.75-0.8x as fast with XLA. In bfloat16 XLA made
-    S/16 training 0.64x as fast on the AVX-512 EPYC (XLA's CPU matmuls miss oneDNN's bf16 rate). So
+    on the AMD EPYC with AVX2 only, once oneDNN is on there (`training/onednn.py`); S/16 on that CPU
+    trained 0.93-0.94x as fast with XLA (benchmark runs 19 and 20), so there a large preset wants
+    `--xla false`. With oneDNN off (that EPYC's TensorFlow default) the default model's step ran
+    0.75-0.8x as fast with XLA. In bfloat16 XLA made S/16 training 0.64x as fast on the AVX-512 EPYC
+    (XLA's CPU matmuls miss oneDNN's bf16 rate). So
     auto turns XLA on for float32 with oneDNN on and no GPU, off elsewhere (GPUs are unmeasured by this
     project). One rule per CPU type and oneDNN setting keeps a seeded run deterministic there.
 
