@@ -200,11 +200,13 @@ def tflite_inference(model, config, mode, repeats, folder):
     return [1.0 / s for s in latencies], latencies, os.path.getsize(path)
 
 
-def compiled_train_steps(config, batch_size, precision="float32", dataset=None, jit_compile=False):
+def compiled_train_steps(config, batch_size, precision="float32", dataset=None, jit_compile=False, fused_update=None):
     """`train(n)`: a `tf.function` running n steps of the default run's optimiser and loss on `config`'s model.
 
     Batches come from `dataset`, or are one synthetic batch of `batch_size` repeated. With `jit_compile`
-    the step (not the loop around it) is compiled by XLA, as `fit` does with `--xla`.
+    the step (not the loop around it) is compiled by XLA, as `fit` does with `--xla`. `fused_update` compiles
+    the optimiser's update alone (`training.fused_update`); by default it does where the step is not
+    compiled whole, as `training.train.compile_for_training` does.
     """
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
@@ -219,6 +221,12 @@ def compiled_train_steps(config, batch_size, precision="float32", dataset=None, 
     optimizer = build_optimizer(run, steps_per_epoch=1000)
     exclude_from_weight_decay(optimizer, model)
     optimizer.build(model.trainable_variables)
+    if fused_update is None:
+        fused_update = not jit_compile
+    if fused_update:
+        from training.fused_update import compile_update_with_xla  # noqa: PLC0415
+
+        compile_update_with_xla(optimizer)
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=run.augment.label_smoothing)
     if dataset is None:
         images = synthetic_images(config, batch_size)
@@ -241,6 +249,7 @@ def compiled_train_steps(config, batch_size, precision="float32", dataset=None, 
             loss = step(*next(iterator))
         return loss
 
+    train.model = model  # for the A/Bs that compare weights
     return train
 
 

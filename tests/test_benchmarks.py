@@ -14,7 +14,15 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import frozen_weights_ab, fused_gelu_ab, fused_norm_ab, gpu_check, mlp_layout, op_breakdown
+from benchmarks import (
+    frozen_weights_ab,
+    fused_gelu_ab,
+    fused_norm_ab,
+    fused_update_ab,
+    gpu_check,
+    mlp_layout,
+    op_breakdown,
+)
 from benchmarks.flops import flops_per_image, gemm_operands
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import check_targets, target_classes
@@ -201,3 +209,8 @@ def test_the_fused_gelu_ab_times_both_train_steps_in_alternation(tmp_path, capsy
     assert "compiled faster in" in capsys.readouterr().out
     assert fused_gelu_ab.main(["--rounds", "0", "--steps", "-1"]) == EXIT_BAD_INPUT
     assert "--rounds must be >= 1. Received: 0; --steps must be >= 1. Received: -1" in capsys.readouterr().err
+
+
+def test_the_fused_update_ab_refuses_bad_flags(capsys):
+    assert fused_update_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    assert "--rounds must be >= 1. Received: 0" in capsys.readouterr().err

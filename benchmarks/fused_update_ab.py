@@ -1,0 +1,93 @@
+"""The optimiser update as one XLA call against Keras' own, in alternation: the A/B behind `training/fused_update.py`.
+
+    python -m benchmarks.fused_update_ab --preset mixer_s16 --batch-size 8 --rounds 12
+
+Builds two identical models with the default run's optimiser and loss (`benchmarks.run.compiled_train_steps`),
+one whose update is compiled by XLA (`training.fused_update`), and times their train steps in
+alternation, `--rounds` times, `--steps` steps per timed call, so both see the machine in the same
+state. Also prints each path's first call (tracing and compiling) and the largest weight difference
+after it. Writes JSON (`--json`) with the CPU named.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    at_least_one_problems,
+    images_per_second_in_alternation,
+    print_ab,
+)
+from keras_mixer.atomic import write_json_atomically  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+
+def alternate(config, batch_size, rounds, steps):
+    """({"fused": [images/s per round], "keras": [...]}, {path: first call's seconds}, max weight difference)."""
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks.run import compiled_train_steps  # noqa: PLC0415
+
+    count, first_call, steps_of = tf.constant(steps), {}, {}
+    for path in ("fused", "keras"):
+        keras.utils.set_random_seed(0)
+        steps_of[path] = train = compiled_train_steps(config, batch_size, fused_update=path == "fused")
+        start = time.perf_counter()
+        train(count).numpy()
+        first_call[path] = time.perf_counter() - start
+    weights = {path: [v.numpy() for v in train.model.weights] for path, train in steps_of.items()}
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(weights["fused"], weights["keras"]))
+    runs = {path: (lambda train=train: train(count).numpy()) for path, train in steps_of.items()}
+    return images_per_second_in_alternation(runs, rounds, steps * batch_size), first_call, difference
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_update_ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    from benchmarks.run import model_config  # noqa: PLC0415
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, steps=args.steps)
+    if bad:
+        print("error: " + "; ".join(bad), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        config = model_config(args.preset)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rates, first_call, difference = alternate(config, args.batch_size, args.rounds, args.steps)
+    report = {
+        "command": "python -m benchmarks.fused_update_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "first_call_seconds": first_call,
+        "max_weight_difference_after_first_call": difference,
+        **ab_summary(rates, "fused", "keras"),
+    }
+    fused, keras_update = first_call["fused"], first_call["keras"]
+    print(f"first call (trace and compile): fused {fused:.1f} s, Keras' update {keras_update:.1f} s;"
+          f" weights differ by at most {difference:.2g} after it")  # fmt: skip
+    print_ab(report, f"{args.preset} float32 batch {args.batch_size}", "fused", "keras", old_label="Keras' update")
+    if args.json:
+        write_json_atomically(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
