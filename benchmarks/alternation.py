@@ -5,6 +5,7 @@ paths in turn, round after round, lets both see the machine in the same state.
 """
 
 import statistics
+import sys
 
 
 def images_per_second_in_alternation(runs, rounds, images_per_run, calls=1):
@@ -67,3 +68,25 @@ def at_least_one_problems(**values):
         if value < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1. Received: {value}")
     return problems
+
+
+def preset_and_count_problems(preset, **counts):
+    """(the preset's model config or None, every problem with `--preset` and the count flags), checked at once.
+
+    Example:
+    >>> config, problems = preset_and_count_problems("fashion", rounds=0)
+    >>> config["image_size"], problems
+    (28, ['--rounds must be >= 1. Received: 0'])
+    """
+    from benchmarks.run import model_config  # noqa: PLC0415
+
+    problems = at_least_one_problems(**counts)
+    try:
+        return model_config(preset), problems
+    except ValueError as error:
+        return None, [*problems, f"--preset: {error}"]
+
+
+def command_line(module, argv):
+    """The command an A/B ran, for its JSON: `python -m MODULE FLAGS` (`argv` None: this process's flags)."""
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -23,7 +23,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.alternation import ab_summary, at_least_one_problems, print_ab  # noqa: E402
+from benchmarks.alternation import ab_summary, command_line, preset_and_count_problems, print_ab  # noqa: E402
 from training.predict import FROZEN_WEIGHTS_FLAG  # noqa: E402
 
 ROWS = ("keras", "keras_bfloat16", "saved_model", "saved_model_bfloat16")  # as `benchmarks.run` names them
@@ -93,16 +93,13 @@ def main(argv=None):
         print(json.dumps(measure(args.preset, args.batch_size, args.repeats)))
         return 0
 
-    from benchmarks.run import model_config  # noqa: PLC0415
     from keras_mixer.atomic import write_json_atomically  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
-    problems = at_least_one_problems(batch_size=args.batch_size, pairs=args.pairs, repeats=args.repeats)
-    try:
-        model_config(args.preset)
-    except ValueError as error:
-        problems.append(f"--preset: {error}")
+    _, problems = preset_and_count_problems(
+        args.preset, batch_size=args.batch_size, pairs=args.pairs, repeats=args.repeats
+    )
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -112,7 +109,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     report = {
-        "command": "python -m benchmarks.frozen_weights_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks.frozen_weights_ab", argv),
         "machine": machine_description(),
         "preset": args.preset,
         "batch_size": args.batch_size,

@@ -18,8 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
-    at_least_one_problems,
+    command_line,
     images_per_second_in_alternation,
+    preset_and_count_problems,
     print_ab,
 )
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
@@ -60,22 +61,18 @@ def main(argv=None):
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
-    from benchmarks.run import model_config  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
-    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, steps=args.steps)
-    if bad:
-        print("error: " + "; ".join(bad), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        config = model_config(args.preset)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+    config, problems = preset_and_count_problems(
+        args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
+    )
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
     rates = alternate(config, args.batch_size, args.precision, args.rounds, args.steps, args.xla)
     report = {
-        "command": "python -m benchmarks.fused_gelu_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks.fused_gelu_ab", argv),
         "machine": machine_description(),
         "preset": args.preset,
         "precision": args.precision,

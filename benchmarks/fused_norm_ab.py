@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     at_least_one_problems,
+    command_line,
     images_per_second_in_alternation,
     print_ab,
 )
@@ -104,7 +105,7 @@ def main(argv=None):
     finally:
         fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = package_settings
     report = {
-        "command": "python -m benchmarks.fused_norm_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks.fused_norm_ab", argv),
         "machine": machine_description(),
         "preset": args.preset,
         "precision": args.precision,

@@ -213,4 +213,5 @@ def test_the_fused_gelu_ab_times_both_train_steps_in_alternation(tmp_path, capsy
 
 def test_the_fused_update_ab_refuses_bad_flags(capsys):
     assert fused_update_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
-    assert "--rounds must be >= 1. Received: 0" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0; --preset: " in error and "mixer_x9" in error

@@ -26,7 +26,8 @@ def _fit(policy="float32", xla=False, fused=True, monkeypatch=None):
     images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
     data = tf.data.Dataset.from_tensors((images, keras.ops.one_hot([0, 2, 1, 0], 3))).repeat()
     model.fit(data, epochs=2, steps_per_epoch=4, verbose=0, shuffle=False)
-    monkeypatch.undo() if monkeypatch else None
+    if monkeypatch:
+        monkeypatch.undo()
     return model
 
 
