@@ -6,6 +6,7 @@ paths in turn, round after round, lets both see the machine in the same state.
 
 import statistics
 import sys
+import time
 
 
 def images_per_second_in_alternation(runs, rounds, images_per_run, calls=1):
@@ -26,6 +27,32 @@ def images_per_second_in_alternation(runs, rounds, images_per_run, calls=1):
             (seconds,) = _time_calls(run, repeats=1, calls=calls)
             rates[name].append(images_per_run / seconds)
     return rates
+
+
+def alternate_train_steps(config, batch_size, rounds, steps, paths):
+    """({path: [images/s per round]}, {path: first call's seconds}, max weight difference between the first two).
+
+    `paths` maps a name to `benchmarks.run.compiled_train_steps` keyword arguments; every path builds the
+    same seeded model, runs one untimed call of `steps` steps (tracing and compiling), then all are timed in
+    alternation. The weight difference after that first call shows the paths train the same model.
+    """
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks.run import compiled_train_steps  # noqa: PLC0415
+
+    count, first_call, steps_of = tf.constant(steps), {}, {}
+    for path, options in paths.items():
+        keras.utils.set_random_seed(0)
+        steps_of[path] = train = compiled_train_steps(config, batch_size, **options)
+        start = time.perf_counter()
+        train(count).numpy()
+        first_call[path] = time.perf_counter() - start
+    first, second = ([v.numpy() for v in train.model.weights] for train in list(steps_of.values())[:2])
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(first, second))
+    runs = {path: (lambda train=train: train(count).numpy()) for path, train in steps_of.items()}
+    return images_per_second_in_alternation(runs, rounds, steps * batch_size), first_call, difference
 
 
 def ab_summary(rates, new, old):

@@ -12,40 +12,18 @@ after it. Writes JSON (`--json`) with the CPU named.
 import argparse
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
+    alternate_train_steps,
     command_line,
-    images_per_second_in_alternation,
     preset_and_count_problems,
     print_ab,
 )
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
-
-
-def alternate(config, batch_size, rounds, steps):
-    """({"fused": [images/s per round], "keras": [...]}, {path: first call's seconds}, max weight difference)."""
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    from benchmarks.run import compiled_train_steps  # noqa: PLC0415
-
-    count, first_call, steps_of = tf.constant(steps), {}, {}
-    for path in ("fused", "keras"):
-        keras.utils.set_random_seed(0)
-        steps_of[path] = train = compiled_train_steps(config, batch_size, fused_update=path == "fused")
-        start = time.perf_counter()
-        train(count).numpy()
-        first_call[path] = time.perf_counter() - start
-    weights = {path: [v.numpy() for v in train.model.weights] for path, train in steps_of.items()}
-    difference = max(float(np.abs(a - b).max()) for a, b in zip(weights["fused"], weights["keras"]))
-    runs = {path: (lambda train=train: train(count).numpy()) for path, train in steps_of.items()}
-    return images_per_second_in_alternation(runs, rounds, steps * batch_size), first_call, difference
 
 
 def main(argv=None):
@@ -67,7 +45,8 @@ def main(argv=None):
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
-    rates, first_call, difference = alternate(config, args.batch_size, args.rounds, args.steps)
+    paths = {"fused": {"fused_update": True}, "keras": {"fused_update": False}}
+    rates, first_call, difference = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, paths)
     report = {
         "command": command_line("benchmarks.fused_update_ab", argv),
         "machine": machine_description(),

@@ -22,7 +22,9 @@ from benchmarks import (
     gpu_check,
     mlp_layout,
     op_breakdown,
+    xla_training_ab,
 )
+from benchmarks.alternation import alternate_train_steps
 from benchmarks.flops import flops_per_image, gemm_operands
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import check_targets, target_classes
@@ -215,3 +217,18 @@ def test_the_fused_update_ab_refuses_bad_flags(capsys):
     assert fused_update_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0; --preset: " in error and "mixer_x9" in error
+
+
+def test_the_xla_training_ab_refuses_bad_flags(capsys):
+    assert xla_training_ab.main(["--batch-size", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--batch-size must be >= 1. Received: 0; --preset: " in error
+
+
+def test_the_xla_and_graph_steps_train_the_same_model():
+    tiny = dict(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_blocks=2, hidden_dim=8,
+                tokens_mlp_dim=4, channels_mlp_dim=16)  # fmt: skip
+    rates, first_call, difference = alternate_train_steps(tiny, 4, 2, 3, xla_training_ab.PATHS)
+    assert sorted(rates) == ["graph", "xla"] and all(len(values) == 2 and min(values) > 0 for values in rates.values())
+    assert sorted(first_call) == ["graph", "xla"]
+    assert 0 < difference < 1e-5  # the same three steps, compiled two ways: rounding apart, not identical code

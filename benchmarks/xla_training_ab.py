@@ -1,0 +1,71 @@
+"""A float32 train step compiled whole by XLA against the graph step, in alternation: the A/B behind `--xla auto`.
+
+    python -m benchmarks.xla_training_ab --preset mixer_s16 --batch-size 8 --rounds 12
+
+Builds two identical models with the default run's optimiser and loss (`benchmarks.run.compiled_train_steps`):
+one whose step is compiled whole by XLA, as `fit` does with `--xla true`, and one whose step runs as a
+TensorFlow graph with the optimiser's update compiled alone, as `--xla false` does. Times their steps in
+alternation, `--rounds` times, `--steps` steps per timed call, so both see the machine in the same state.
+Also prints each path's first call (tracing and compiling) and the largest weight difference after it.
+Writes JSON (`--json`) with the CPU named.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    alternate_train_steps,
+    command_line,
+    preset_and_count_problems,
+    print_ab,
+)
+from keras_mixer.atomic import write_json_atomically  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+PATHS = {"xla": {"jit_compile": True}, "graph": {"jit_compile": False}}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.xla_training_ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    config, problems = preset_and_count_problems(
+        args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
+    )
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    rates, first_call, difference = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, PATHS)
+    report = {
+        "command": command_line("benchmarks.xla_training_ab", argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "model": config,
+        "batch_size": args.batch_size,
+        "first_call_seconds": first_call,
+        "max_weight_difference_after_first_call": difference,
+        **ab_summary(rates, "xla", "graph"),
+    }
+    print(f"first call (trace and compile): XLA {first_call['xla']:.1f} s, graph {first_call['graph']:.1f} s;"
+          f" weights differ by at most {difference:.2g} after it")  # fmt: skip
+    print_ab(report, f"{args.preset} float32 batch {args.batch_size}", "xla", "graph")
+    if args.json:
+        write_json_atomically(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
