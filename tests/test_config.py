@@ -61,6 +61,35 @@ def test_xla_is_auto_unless_asked_for(capsys):
     assert "--cache: expected true or false, got 'auto'" in capsys.readouterr().err
 
 
+def test_auto_xla_follows_the_token_count_on_a_cpu_without_avx512():
+    avx2 = {"onednn": True, "gpus": [], "cpu_flags": ["avx2"]}
+    assert xla_for_training(None, "float32", num_tokens=16, **avx2)[0] is True  # the default model: 1.27x
+    assert xla_for_training(None, "float32", num_tokens=49, **avx2)[0] is True  # S/32, B/32: 1.13-1.17x
+    assert xla_for_training(None, "float32", num_tokens=98, **avx2)[0] is True
+    off, because = xla_for_training(None, "float32", num_tokens=196, **avx2)  # S/16, B/16: 0.92-0.94x
+    assert off is False and "196 tokens on a CPU without AVX-512" in because
+    assert xla_for_training(None, "float32", num_tokens=99, **avx2)[0] is False
+    avx512 = {**avx2, "cpu_flags": ["avx512f", "avx2"]}
+    assert xla_for_training(None, "float32", num_tokens=196, **avx512)[0] is True  # S/16 1.17x there
+    assert xla_for_training(True, "float32", num_tokens=196, **avx2) == (True, "asked for (--xla)")
+
+
+@pytest.mark.parametrize(
+    ("image_size", "flags", "xla"), [(40, ["avx2"], False), (36, ["avx2"], True), (40, ["avx512f"], True)]
+)
+def test_compile_for_training_gives_the_rule_the_token_count(monkeypatch, image_size, flags, xla):
+    import training.machine  # noqa: PLC0415
+    from keras_mixer import MLPMixer, fused_norm  # noqa: PLC0415
+    from training.train import compile_for_training  # noqa: PLC0415
+
+    monkeypatch.setattr(training.machine, "cpu_model_and_flags", lambda: ("a CPU", flags))
+    monkeypatch.setattr(fused_norm, "onednn_enabled", lambda: True)
+    model = MLPMixer(num_classes=2, image_size=image_size, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=4,
+                     tokens_mlp_dim=4, channels_mlp_dim=4)  # fmt: skip  # 100 or 81 tokens
+    compile_for_training(model, TrainConfig(), steps_per_epoch=1)
+    assert model.jit_compile is xla
+
+
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipes_are_complete_configs(name):
     config = recipe_config(name)

@@ -184,7 +184,9 @@ def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=Non
         steps_per_execution=steps_per_execution_for(
             steps_per_fit_epoch or steps_per_epoch, config.distribute.steps_per_execution
         ),
-        jit_compile=xla_for_training(config.distribute.xla, config.distribute.precision)[0],
+        jit_compile=xla_for_training(
+            config.distribute.xla, config.distribute.precision, num_tokens=getattr(model, "num_tokens", None)
+        )[0],
     )
     # Built now, not by the first train step. Outside a strategy scope Keras 3.15 creates the optimiser's
     # slots inside that trace, which is slow and makes tf.function trace the step twice: the Fashion
@@ -371,7 +373,9 @@ def train(config, extra_layers=(), verbose="auto"):
             "weights_fingerprint": weights_fingerprint(model),
         }
         if chief:
-            xla, xla_because = xla_for_training(config.distribute.xla, config.distribute.precision)
+            xla, xla_because = xla_for_training(
+                config.distribute.xla, config.distribute.precision, num_tokens=model.num_tokens
+            )
             test = evaluate(run_dir, data_dir=config.data.data_dir)
             with open(os.path.join(run_dir, "best.json")) as file:
                 best_record = json.load(file)
