@@ -4,6 +4,8 @@ Speed figures are never asserted here (they belong to benchmarks/, not to timed 
 the suite runs, measures, and reports each row with its statistics.
 """
 
+import argparse
+import importlib
 import json
 import math
 import os
@@ -159,6 +161,31 @@ def test_gpu_check_script_is_valid_bash_and_its_gpu_rows_run_where_the_gpu_path_
     assert rows["fit_s16_bfloat16"]["images_per_second"] > 0 and rows["fit_s16_float32"]["skipped"] == "not selected"
     parity = gpu_check.export_parity(tiny, 1, str(tmp_path))
     assert parity["saved_model_max_abs_difference"] < 1e-5 and parity["tflite_float32_max_abs_difference"] < 1e-4
+
+
+def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeypatch):
+    script = os.path.join(ROOT, "benchmarks", "cpu_check.sh")
+    env = {**os.environ, "CPU_CHECK_DRY_RUN": "1", "PEER_VENV": str(tmp_path / "peer")}
+    dry = subprocess.run(["bash", script, str(tmp_path / "out")], capture_output=True, text=True, env=env, check=True)
+    steps = [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
+    assert len(steps) == 8 and (tmp_path / "out" / "lscpu.txt").exists()
+
+    class Parsed(Exception):
+        pass
+
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(parser, args=None, namespace=None):
+        parse(parser, args, namespace)  # a flag the program does not have exits here with status 2
+        raise Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    for words in steps:
+        module = words[words.index("-m") + 1]
+        argv = words[words.index("-m") + 2 :]
+        assert str(tmp_path / "out") in " ".join(argv) and (module == "benchmarks.run") == ("--peer-venv" in argv)
+        with pytest.raises(Parsed):
+            importlib.import_module(module).main(argv)
 
 
 def test_targets_apply_by_cpu_class():
