@@ -32,6 +32,7 @@ PATHS = {"xla": {"jit_compile": True}, "graph": {"jit_compile": False}}
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.xla_training_ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--image-size", type=int, help="another input size than the preset's (224 px, fashion 28)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
@@ -45,6 +46,11 @@ def main(argv=None):
     config, problems = preset_and_count_problems(
         args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
     )
+    if config and args.image_size is not None:
+        if args.image_size < 1 or args.image_size % config["patch_size"]:
+            problems.append(f"--image-size must be a positive multiple of the patch size {config['patch_size']}."
+                            f" Received: {args.image_size}")  # fmt: skip
+        config = {**config, "image_size": args.image_size}
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -54,6 +60,7 @@ def main(argv=None):
         "machine": machine_description(),
         "preset": args.preset,
         "model": config,
+        "tokens": (config["image_size"] // config["patch_size"]) ** 2,
         "batch_size": args.batch_size,
         "first_call_seconds": first_call,
         "max_weight_difference_after_first_call": difference,
@@ -61,7 +68,8 @@ def main(argv=None):
     }
     print(f"first call (trace and compile): XLA {first_call['xla']:.1f} s, graph {first_call['graph']:.1f} s;"
           f" weights differ by at most {difference:.2g} after it")  # fmt: skip
-    print_ab(report, f"{args.preset} float32 batch {args.batch_size}", "xla", "graph")
+    title = f"{args.preset} at {config['image_size']} px ({report['tokens']} tokens) float32 batch {args.batch_size}"
+    print_ab(report, title, "xla", "graph")
     if args.json:
         write_json_atomically(args.json, report)
     return 0

@@ -250,6 +250,8 @@ def test_the_xla_training_ab_refuses_bad_flags(capsys):
     assert xla_training_ab.main(["--batch-size", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--batch-size must be >= 1. Received: 0; --preset: " in error
+    assert xla_training_ab.main(["--preset", "mixer_s16", "--image-size", "100"]) == EXIT_BAD_INPUT
+    assert "--image-size must be a positive multiple of the patch size 16. Received: 100" in capsys.readouterr().err
 
 
 def test_the_xla_and_graph_steps_train_the_same_model():
