@@ -11,8 +11,9 @@ from keras_mixer.cpu import cpu_model_and_flags
 # On a CPU without AVX-512 XLA trained models with few tokens faster and models with many slower
 # (`python -m benchmarks.xla_training_ab`, float32, AVX2-only EPYC, XLA / graph step, median of 12 rounds):
 # 16 tokens 1.27x (default model, batch 128) and 1.11x (batch 512); 49 tokens 1.17x (S/32 b8), 1.13x
-# (B/32 b8), 1.03x (S/32 b32); 196 tokens 0.94x (S/16 b8), 0.92x (B/16 b8). Between 49 and 196 is
-# unmeasured; the cut sits at their geometric mean. CPUs with AVX-512 trained S/16 faster with XLA.
+# (B/32 b8), 1.03x (S/32 b32); 196 tokens 0.94x (S/16 b8), 0.92x (B/16 b8). The same S/16 at 112 px
+# (49 tokens) 1.10x and at 160 px (100 tokens) 1.01x, even: the cut sits there, at the geometric mean of
+# 49 and 196. CPUs with AVX-512 trained S/16 at 224 px faster with XLA.
 MAX_XLA_TOKENS_WITHOUT_AVX512 = 98
 
 
