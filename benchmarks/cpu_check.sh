@@ -13,9 +13,9 @@
 # its own timeout and the next one still runs. Run from a checkout (`.venv` if the README's set-up made
 # one, else the python3 on PATH):
 #   bash benchmarks/cpu_check.sh [FOLDER]
-# The timeouts are sized for the lent 16-core Xeon; on 2 cores every S/16 step overran them (AVX2 EPYC),
-# so there set CPU_CHECK_TIMEOUT_SCALE=4 (it multiplies each one). CPU_CHECK_DRY_RUN=1 prints the steps
-# without running them.
+# The timeouts are sized for the lent 16-core Xeon. On the 2-core AVX2 EPYC every S/16 step overran
+# them, and with CPU_CHECK_TIMEOUT_SCALE=4 (it multiplies each one) the norm A/Bs still did: raise the
+# scale on a slower machine. CPU_CHECK_DRY_RUN=1 prints the steps without running them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=python3
