@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The speed issue's measurements still open on a CPU with AMX or AVX512-BF16, in one go of at most
-# 9 minutes (the steps' timeouts add up to 525 s), for the next machine with such a CPU (the Xeon of a
+# 9 1/4 minutes (the steps' timeouts add up to 555 s; run 12's inference rows took 168 s with 5 repeats
+# on the Xeon, these have 3), for the next machine with such a CPU (the Xeon of a
 # lent GPU machine had AMX):
 #   - oneDNN's LayerNorm beside the XLA norm and Keras' op on all cores (fused_norm_ab, bf16 and float32);
 #   - the compiled GELU of training on all cores and on 2 of them (fused_gelu_ab);
@@ -50,6 +51,6 @@ step 50 "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --
 step 50 "${two_cores[@]}" "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/gelu_bf16_b8_2cores.json"
 step 60 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
 step 50 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
-step 120 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 32 --rows keras,predict,xla,saved_model,bfloat16,frozen,peer --repeats 3 "${peer[@]}" --json "$out/run_inference_b32.json" --plot "$out/run_inference_b32.png"
+step 150 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 32 --rows keras,predict,xla,saved_model,bfloat16,frozen,peer --repeats 3 "${peer[@]}" --json "$out/run_inference_b32.json" --plot "$out/run_inference_b32.png"
 step 90 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 8 --rows train,peer --repeats 3 "${peer[@]}" --json "$out/run_training_b8.json" --plot "$out/run_training_b8.png"
 echo "[$(date +%T)] done: $out" | tee -a "$log"
