@@ -13,7 +13,7 @@ from keras_mixer.cpu import cpu_model_and_flags
 # 16 tokens 1.27x (default model, batch 128) and 1.11x (batch 512); 49 tokens 1.17x (S/32 b8), 1.13x
 # (B/32 b8), 1.03x (S/32 b32); 196 tokens 0.94x (S/16 b8), 0.92x (B/16 b8). The same S/16 at 112 px
 # (49 tokens) 1.10x and at 160 px (100 tokens) 1.01x, even: the cut sits there, at the geometric mean of
-# 49 and 196. The batch matters too (S/32 b32 1.03x, S/16 at 112 px b32 0.88x in a noisy hour); the cut
+# 49 and 196. The batch matters too (S/32 b32 1.03x, S/16 at 112 px b32 0.88x and 0.95x); the cut
 # is for the batch-8 steps measured. CPUs with AVX-512 trained S/16 at 224 px faster with XLA.
 MAX_XLA_TOKENS_WITHOUT_AVX512 = 98
 
