@@ -4,6 +4,7 @@ On a shared VM, rows measured minutes apart drift by more than a few-percent eff
 paths in turn, round after round, lets both see the machine in the same state.
 """
 
+import argparse
 import statistics
 import sys
 import time
@@ -112,6 +113,52 @@ def preset_and_count_problems(preset, **counts):
         return model_config(preset), problems
     except ValueError as error:
         return None, [*problems, f"--preset: {error}"]
+
+
+def train_ab_parser(module, description, rounds):
+    """The flags of every train-step A/B: --preset, --batch-size, --rounds, --steps, --json, --verbose."""
+    from training.quiet import add_verbose_flag  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    return parser
+
+
+def parse_train_ab(parser, argv):
+    """(args, the preset's model config or None, every problem with the flags): logs quieted, flags checked."""
+    from training.quiet import quiet_logs  # noqa: PLC0415
+
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    config, problems = preset_and_count_problems(
+        args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
+    )
+    return args, config, problems
+
+
+def refuse(problems):
+    """The one-line error for bad flags, on stderr; returns the exit status for bad input."""
+    from training import EXIT_BAD_INPUT  # noqa: PLC0415
+
+    print("error: " + "; ".join(problems), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def train_ab_report(module, argv, args):
+    """The fields every train-step A/B's JSON starts with: its command, the machine, preset and batch size."""
+    from training.machine import machine_description  # noqa: PLC0415
+
+    return {
+        "command": command_line(module, argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+    }
 
 
 def command_line(module, argv):

@@ -10,7 +10,6 @@ the whole step with XLA (as `--xla` training does), where the GELU is compiled e
 per-round ratios and writes JSON (`--json`) with the CPU named.
 """
 
-import argparse
 import os
 import sys
 
@@ -18,14 +17,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
-    command_line,
     images_per_second_in_alternation,
-    preset_and_count_problems,
+    parse_train_ab,
     print_ab,
+    refuse,
+    train_ab_parser,
+    train_ab_report,
 )
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
-from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+MODULE = "benchmarks.fused_gelu_ab"
 
 
 def alternate(config, batch_size, precision, rounds, steps, jit_compile=False):
@@ -50,33 +52,16 @@ def alternate(config, batch_size, precision, rounds, steps, jit_compile=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_gelu_ab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser = train_ab_parser(MODULE, __doc__.split("\n\n")[0], rounds=9)
     parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="bfloat16")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
     parser.add_argument("--xla", action="store_true", help="compile the whole train step with XLA")
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
-    from training import EXIT_BAD_INPUT  # noqa: PLC0415
-    from training.machine import machine_description  # noqa: PLC0415
-
-    config, problems = preset_and_count_problems(
-        args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
-    )
+    args, config, problems = parse_train_ab(parser, argv)
     if problems:
-        print("error: " + "; ".join(problems), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(problems)
     rates = alternate(config, args.batch_size, args.precision, args.rounds, args.steps, args.xla)
     report = {
-        "command": command_line("benchmarks.fused_gelu_ab", argv),
-        "machine": machine_description(),
-        "preset": args.preset,
+        **train_ab_report(MODULE, argv, args),
         "precision": args.precision,
-        "batch_size": args.batch_size,
         "whole_step_xla": args.xla,
         **ab_summary(rates, "compiled", "keras"),
     }

@@ -10,7 +10,6 @@ Also prints each path's first call (tracing and compiling) and the largest weigh
 Writes JSON (`--json`) with the CPU named.
 """
 
-import argparse
 import os
 import sys
 
@@ -19,49 +18,34 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     alternate_train_steps,
-    command_line,
-    preset_and_count_problems,
+    parse_train_ab,
     print_ab,
+    refuse,
+    train_ab_parser,
+    train_ab_report,
 )
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
-from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
+MODULE = "benchmarks.xla_training_ab"
 PATHS = {"xla": {"jit_compile": True}, "graph": {"jit_compile": False}}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.xla_training_ab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser = train_ab_parser(MODULE, __doc__.split("\n\n")[0], rounds=12)
     parser.add_argument("--image-size", type=int, help="another input size than the preset's (224 px, fashion 28)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
-    from training import EXIT_BAD_INPUT  # noqa: PLC0415
-    from training.machine import machine_description  # noqa: PLC0415
-
-    config, problems = preset_and_count_problems(
-        args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
-    )
+    args, config, problems = parse_train_ab(parser, argv)
     if config and args.image_size is not None:
         if args.image_size < 1 or args.image_size % config["patch_size"]:
             problems.append(f"--image-size must be a positive multiple of the patch size {config['patch_size']}."
                             f" Received: {args.image_size}")  # fmt: skip
         config = {**config, "image_size": args.image_size}
     if problems:
-        print("error: " + "; ".join(problems), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(problems)
     rates, first_call, difference = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, PATHS)
     report = {
-        "command": command_line("benchmarks.xla_training_ab", argv),
-        "machine": machine_description(),
-        "preset": args.preset,
+        **train_ab_report(MODULE, argv, args),
         "model": config,
         "tokens": (config["image_size"] // config["patch_size"]) ** 2,
-        "batch_size": args.batch_size,
         "first_call_seconds": first_call,
         "max_weight_difference_after_first_call": difference,
         **ab_summary(rates, "xla", "graph"),

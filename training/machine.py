@@ -52,14 +52,14 @@ def xla_for_training(requested, precision="float32", onednn=None, gpus=None, num
         import tensorflow as tf  # noqa: PLC0415
 
         gpus = tf.config.list_physical_devices("GPU")
-    if cpu_flags is None:
-        cpu_flags = cpu_model_and_flags()[1]
     if gpus:
         return False, "auto: a GPU is visible (XLA there is unmeasured by this project)"
     if precision != "float32":
         return False, f"auto: {precision} (XLA trained S/16 in bfloat16 0.64x as fast on the AVX-512 EPYC)"
     if not onednn:
         return False, "auto: TensorFlow's oneDNN is off, where XLA trained 0.75-0.8x as fast"
+    if cpu_flags is None and num_tokens is not None:
+        cpu_flags = cpu_model_and_flags()[1]
     if num_tokens is not None and num_tokens > MAX_XLA_TOKENS_WITHOUT_AVX512 and "avx512f" not in cpu_flags:
         return False, (
             f"auto: {num_tokens} tokens on a CPU without AVX-512, where XLA trained the 196-token S/16 and B/16"
