@@ -1,37 +1,41 @@
 #!/usr/bin/env bash
-# The speed issue's measurements still open on a CPU with AMX or AVX512-BF16, in one go of at most
-# 9 1/4 minutes (the steps' timeouts add up to 555 s; run 12's inference rows took 168 s with 5 repeats
-# on the Xeon, these have 3), for the next machine with such a CPU (the Xeon of a
-# lent GPU machine had AMX):
-#   - oneDNN's LayerNorm beside the XLA norm and Keras' op on all cores (fused_norm_ab, bf16 and float32);
-#   - the compiled GELU of training on all cores and on 2 of them (fused_gelu_ab);
-#   - the XLA train step against the graph step with the compiled optimiser update (xla_training_ab),
-#     and that update against Keras' own (fused_update_ab): what `--xla auto` should pick there;
-#   - the inference and training rows of benchmarks.run, with timm's when PEER_VENV names a venv with
-#     torch and timm (the benchmark's own --peer venv needs the internet to be made).
+# The speed issue's measurements on a CPU with AMX or AVX512-BF16 (the Xeon of a lent GPU machine has
+# AMX; run 22 in the README is this script there), in two halves that each fit one call to such a
+# machine (10 minutes at most):
+#   - rows (timeouts 420 s in all): the S/16 inference and training rows of benchmarks.run, with timm's
+#     when PEER_VENV names a venv with torch and timm (the benchmark's own --peer venv needs the internet
+#     to be made): the issue's goals;
+#   - ab (timeouts 270 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
+#     bf16 and float32), the compiled GELU of training (fused_gelu_ab), the XLA train step against the
+#     graph step with the compiled optimiser update (xla_training_ab), and that update against Keras'
+#     own (fused_update_ab).
 # Every step writes its JSON into one folder (the first argument; default benchmarks/cpu_check/) and
 # its output into cpu_check.log there, with lscpu beside them. A step that overruns its share is cut by
 # its own timeout and the next one still runs. Run from a checkout (`.venv` if the README's set-up made
 # one, else the python3 on PATH):
-#   bash benchmarks/cpu_check.sh [FOLDER]
-# The timeouts are sized for the lent 16-core Xeon. On the 2-core AVX2 EPYC every S/16 step overran
+#   bash benchmarks/cpu_check.sh [FOLDER [all|rows|ab]]
+# The timeouts come from run 22 on the lent 16-core Xeon (each step took 35-48 s of its A/B share,
+# and the rows 100-140 s with three of the rows here). On the 2-core AVX2 EPYC every S/16 step overran
 # them, and with CPU_CHECK_TIMEOUT_SCALE=4 (it multiplies each one) the norm A/Bs still did: raise the
 # scale on a slower machine. CPU_CHECK_DRY_RUN=1 prints the steps without running them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+out=${1:-benchmarks/cpu_check}
+half=${2:-all}
+case "$half" in
+  all | rows | ab) ;;
+  *) echo "error: the second argument is the half to run: all, rows or ab; got '$half'" >&2; exit 2 ;;
+esac
 python=python3
 if [ -x .venv/bin/python ]; then python=.venv/bin/python; fi
 if ! "$python" -c "import tensorflow, keras" 2>/dev/null; then
   echo "error: $python cannot import tensorflow and keras; expected the README's set-up (.venv) or a python with them" >&2
   exit 2
 fi
-out=${1:-benchmarks/cpu_check}
 mkdir -p "$out"
 log=$out/cpu_check.log
 peer=()
 if [ -n "${PEER_VENV:-}" ]; then peer=(--peer-venv "$PEER_VENV"); fi
-two_cores=()
-if [ "$(nproc)" -gt 2 ]; then two_cores=(taskset -c 0,1); fi
 
 step() {  # step SECONDS COMMAND...: the command under its own timeout, logged; a failure does not stop the rest
   local seconds=$1
@@ -44,13 +48,16 @@ step() {  # step SECONDS COMMAND...: the command under its own timeout, logged; 
 }
 
 lscpu >"$out/lscpu.txt" 2>&1
-ab=(--preset mixer_s16 --rounds 6)
-step 60 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision bfloat16 --batch-size 32 --json "$out/norm_bf16_b32.json"
-step 45 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision float32 --batch-size 32 --json "$out/norm_f32_b32.json"
-step 50 "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/gelu_bf16_b8.json"
-step 50 "${two_cores[@]}" "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/gelu_bf16_b8_2cores.json"
-step 60 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
-step 50 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
-step 150 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 32 --rows keras,predict,xla,saved_model,bfloat16,frozen,peer --repeats 3 "${peer[@]}" --json "$out/run_inference_b32.json" --plot "$out/run_inference_b32.png"
-step 90 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 8 --rows train,peer --repeats 3 "${peer[@]}" --json "$out/run_training_b8.json" --plot "$out/run_training_b8.png"
+if [ "$half" = all ] || [ "$half" = rows ]; then
+  step 240 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 32 --rows keras,predict,xla,saved_model,bfloat16,frozen,peer --repeats 3 "${peer[@]}" --json "$out/run_inference_b32.json" --plot "$out/run_inference_b32.png"
+  step 180 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 8 --rows train,peer --repeats 2 "${peer[@]}" --json "$out/run_training_b8.json" --plot "$out/run_training_b8.png"
+fi
+if [ "$half" = all ] || [ "$half" = ab ]; then
+  ab=(--preset mixer_s16 --rounds 6)
+  step 50 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision bfloat16 --batch-size 32 --json "$out/norm_bf16_b32.json"
+  step 50 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision float32 --batch-size 32 --json "$out/norm_f32_b32.json"
+  step 60 "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/gelu_bf16_b8.json"
+  step 55 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
+  step 55 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
+fi
 echo "[$(date +%T)] done: $out" | tee -a "$log"

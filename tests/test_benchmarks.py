@@ -166,9 +166,23 @@ def test_gpu_check_script_is_valid_bash_and_its_gpu_rows_run_where_the_gpu_path_
 def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeypatch):
     script = os.path.join(ROOT, "benchmarks", "cpu_check.sh")
     env = {**os.environ, "CPU_CHECK_DRY_RUN": "1", "PEER_VENV": str(tmp_path / "peer")}
-    dry = subprocess.run(["bash", script, str(tmp_path / "out")], capture_output=True, text=True, env=env, check=True)
-    steps = [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
-    assert len(steps) == 8 and (tmp_path / "out" / "lscpu.txt").exists()
+
+    def dry_steps(*half):
+        dry = subprocess.run(
+            ["bash", script, str(tmp_path / "out"), *half], capture_output=True, text=True, env=env, check=False
+        )
+        assert dry.returncode == 0, dry.stderr
+        return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
+
+    steps = dry_steps()
+    assert len(steps) == 7 and (tmp_path / "out" / "lscpu.txt").exists()
+    rows, ab = dry_steps("rows"), dry_steps("ab")  # the two halves, one lent-machine call each
+    assert rows + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
+    wrong = subprocess.run(
+        ["bash", script, str(tmp_path / "wrong"), "both"], capture_output=True, text=True, env=env, check=False
+    )
+    assert wrong.returncode == 2 and "all, rows or ab; got 'both'" in wrong.stderr
+    assert not (tmp_path / "wrong").exists()
 
     class Parsed(Exception):
         pass
@@ -261,3 +275,40 @@ def test_the_xla_and_graph_steps_train_the_same_model():
     assert sorted(rates) == ["graph", "xla"] and all(len(values) == 2 and min(values) > 0 for values in rates.values())
     assert sorted(first_call) == ["graph", "xla"]
     assert 0 < difference < 1e-5  # the same three steps, compiled two ways: rounding apart, not identical code
+
+
+def test_carry_tensorflow_stashes_three_parts_and_unpacks_them_in_order(tmp_path):
+    script = os.path.join(ROOT, "benchmarks", "carry_tensorflow.sh")
+    env = {**os.environ, "CARRY_STASH": str(tmp_path / "stash"), "CARRY_SITE": str(tmp_path / "site")}
+
+    def carry(*words):
+        return subprocess.run(
+            ["bash", script, *words], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+        )
+
+    assert carry().returncode == 2 and "usage:" in carry().stderr
+    assert carry("stash", str(tmp_path / "absent")).returncode == 2
+    missing = carry("unpack")
+    assert missing.returncode == 2 and "payload.part00 is missing" in missing.stderr
+    # A stand-in zstd that passes its input through: the script's part is the order and the unpacking.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "zstd").write_text("#!/bin/sh\ncat\n")
+    (tools / "zstd").chmod(0o755)
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "module.py").write_text("VALUE = 42\n" * 5000)
+    archive = tmp_path / "payload.tar"
+    subprocess.run(["tar", "-C", str(package), "-cf", str(archive), "."], check=True)
+    data = archive.read_bytes()
+    third = len(data) // 3 + 1
+    for number in range(3):  # as `pack` leaves them: .carry/1, 2 and 3, one part each
+        folder = tmp_path / ".carry" / str(number + 1)
+        folder.mkdir(parents=True)
+        (folder / f"payload.part0{number}").write_bytes(data[number * third : (number + 1) * third])
+    for number in (3, 1, 2):  # one call each, in any order
+        assert carry("stash", str(tmp_path / ".carry" / str(number))).returncode == 0
+    unpacked = carry("unpack")
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert (tmp_path / "site" / "module.py").read_text() == "VALUE = 42\n" * 5000
