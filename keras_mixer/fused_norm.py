@@ -7,16 +7,19 @@ inference, on the TensorFlow backend, on a machine without a GPU, for norms over
 
 - **oneDNN's layer norm** (`onednn_layer_norm`), where the batch size is unknown when the graph is traced:
   `MLPMixer.predict` (`keras_mixer.predict_trace`), the SavedModels of `keras_mixer.export` (TF Serving),
-  `tf.function`s traced with a `None` batch. The norm is written as Keras 2 wrote it (a
+  `tf.function`s traced with a `None` batch; and in graphs traced with a known batch size where
+  TensorFlow runs more than `MAX_TENSORFLOW_THREADS` threads. The norm is written as Keras 2 wrote it (a
   `FusedBatchNormV3` in training mode over a (1, rows, channels, 1) view, then the scale and shift),
   which TensorFlow's graph optimiser rewrites into one `_MklLayerNorm` op. It needs no XLA, so
-  SavedModels carry it, and oneDNN spreads it over all cores. The rewrite needs the number of rows to
-  be unknown when traced: with a known batch size the optimiser folds it into a constant and the
-  pattern no longer matches, so those graphs use the XLA norm. It also needs TensorFlow's oneDNN on
-  (`onednn_enabled`); a process without it traces the XLA norm or Keras' op instead.
+  SavedModels carry it, and oneDNN spreads it over all cores. The rewrite needs the number of rows not
+  to be a constant: with a known batch size the optimiser would fold it, and the Fill ops of the
+  pattern with it, so the row count passes through a `PlaceholderWithDefault`, which it never folds.
+  It also needs TensorFlow's oneDNN on (`onednn_enabled`); a process without it traces the XLA norm or
+  Keras' op instead.
 - **an XLA-compiled norm** (`fused_layer_norm`), where the batch size is known when traced and TensorFlow
   runs at most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls
-  around it stay on oneDNN.
+  around it stay on oneDNN. There it ties with oneDNN's (2-core AVX2 EPYC, float32, 1.00x in 8 rounds)
+  or trails it by 3-6 % (2-core AVX-512 EPYC), and it also runs where oneDNN takes no bfloat16 (AVX2).
 
 On the 2-core AMD EPYC with AVX-512 (2026-11-27, S/16 at 224 px, the three paths timed in alternation,
 15 rounds, by `python -m benchmarks.fused_norm_ab`; README "Performance"), against Keras' op oneDNN's
@@ -55,13 +58,14 @@ _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 # 196 x 512) are above it.
 MIN_ELEMENTS_PER_EXAMPLE = 65_536
 
-# Above this many TensorFlow threads Keras' op wins: its element-wise kernels split each pass over all
-# cores, and the compiled norm gains less than it costs. In alternation (`benchmarks.fused_norm_ab`,
-# S/16 at batch 32) on a 16-core Intel Xeon with AMX (2026-11-27) the fused norm ran 0.97x in bfloat16
-# (0.94x with oneDNN's weight cache) and 0.98x in float32, and lost most rounds; on 2 of the same
-# cores (`taskset -c 0,1`) it ran 1.11x in bfloat16, in 6 of 6 rounds, as on the 2-core EPYC. Counts
-# between 2 and 16 are unmeasured and keep Keras' op. oneDNN's norm has no such limit (oneDNN splits it
-# over the cores, as Keras' element-wise ops), but it is unmeasured above 2 cores.
+# Above this many TensorFlow threads the XLA norm loses to Keras' op: its element-wise kernels split each
+# pass over all cores, and the compiled norm gains less than it costs. oneDNN's norm, split over the
+# cores too, beats both there, so graphs with a known batch size run it above this count. In
+# alternation (`benchmarks.fused_norm_ab`, S/16 at batch 32) on a 16-core Intel Xeon with AMX
+# (2026-11-27): the XLA norm 0.97x and 0.93x Keras' op in bfloat16, 0.98x and 0.89x in float32 (two
+# runs); oneDNN's 1.17x in bfloat16 (6 of 6 rounds) and 1.14x in float32 (5 of 6; run 22). On 2 of the
+# same cores (`taskset -c 0,1`) the XLA norm ran 1.11x in bfloat16, 6 of 6 rounds, as on the 2-core
+# EPYCs. Counts between 2 and 16 are unmeasured.
 MAX_TENSORFLOW_THREADS = 2
 
 
@@ -106,21 +110,30 @@ def _fusable(norm, inputs, training):
 def onednn_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `onednn_layer_norm` on `inputs` in this call.
 
-    All must hold: `_fusable`, a batch size unknown when traced (so never eager, where shapes are known),
-    2-D or 3-D float32 or bfloat16 inputs (what TensorFlow's rewrite takes; bfloat16 only where oneDNN
-    takes it, `_onednn_takes_bfloat16`), the TensorFlow backend with oneDNN on (`onednn_enabled`:
-    without it nothing rewrites the ops), no GPU. `portable_graph()` allows it: it is no XLA.
+    All must hold: `_fusable`; a graph being traced (never eager); a batch size unknown when traced, or
+    known with more than `MAX_TENSORFLOW_THREADS` threads outside `portable_graph()` (whose known-batch
+    graphs keep Keras' op: the before of `benchmarks.run`'s `*_unfused_norm` rows); 2-D or 3-D float32 or
+    bfloat16 inputs (what TensorFlow's rewrite takes; bfloat16 only where oneDNN takes it,
+    `_onednn_takes_bfloat16`); the TensorFlow backend with oneDNN on (`onednn_enabled`: without it
+    nothing rewrites the ops); no GPU. `portable_graph()` allows the unknown-batch case: it is no XLA.
     """
     dtype = keras.backend.standardize_dtype(inputs.dtype)
     return (
         _fusable(norm, inputs, training)
-        and inputs.shape[0] is None
         and len(inputs.shape) in (2, 3)
         and (dtype == "float32" or (dtype == "bfloat16" and _onednn_takes_bfloat16()))
         and keras.backend.backend() == "tensorflow"
+        and _tracing_a_graph()
+        and (inputs.shape[0] is None or (not _PORTABLE.get() and tensorflow_threads() > MAX_TENSORFLOW_THREADS))
         and onednn_enabled()
         and not _machine_has_gpu()
     )
+
+
+def _tracing_a_graph():
+    import tensorflow as tf  # noqa: PLC0415  (only reached on the TensorFlow backend)
+
+    return not tf.executing_eagerly()
 
 
 def fused_inference_applies(norm, inputs, training):
@@ -168,9 +181,9 @@ def fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
 def onednn_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
     """Layer norm over the last axis of 2-D or 3-D `inputs`, in the form TensorFlow rewrites into `_MklLayerNorm`.
 
-    Computes in `inputs`' dtype (statistics in float32). The rewrite happens in a graph traced with the
-    batch size unknown; anywhere else (eager, a known batch size, a TensorFlow without oneDNN) the same
-    ops run unfused and give the same values.
+    Computes in `inputs`' dtype (statistics in float32). The rewrite happens in traced graphs; anywhere
+    else (eager, XLA, TFLite, a TensorFlow without oneDNN) the same ops run unfused and give the same
+    values.
 
     Example:
     >>> import tensorflow as tf
@@ -181,7 +194,9 @@ def onednn_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
 
     shape = tf.shape(inputs)
-    rows = tf.reduce_prod(shape[:-1])
+    # Never a constant, even where the batch size is known: folded, it would fold the Fill ops below into
+    # constants, which the rewrite's pattern does not match.
+    rows = tf.raw_ops.PlaceholderWithDefault(input=tf.reduce_prod(shape[:-1]), shape=[])
     # The graph optimiser's pattern (remapper's FindMklLayerNorm): a FusedBatchNormV3 in training mode over
     # (1, rows, channels, 1) in NCHW, with Fill ops of ones and zeros as its scale and offset and empty
     # constants as its mean and variance, reshaped back, times gamma, plus beta. The raw op keeps the

@@ -1,6 +1,7 @@
 """`layers.LayerNormalization` and `fused_norm`: the fused paths compute the paper's layer norm, run where they should
-(TensorFlow inference: oneDNN's norm where the batch size is unknown when traced, else the XLA norm) and nowhere
-else (training, eager calls, XLA in exports, other axes)."""
+(TensorFlow inference in traced graphs: oneDNN's norm where the batch size is unknown when traced or TensorFlow runs
+more threads than `MAX_TENSORFLOW_THREADS`, else the XLA norm) and nowhere else (training, eager calls, XLA in
+exports, other axes)."""
 
 import contextlib
 import math
@@ -15,7 +16,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from benchmarks.op_breakdown import XLA_OP_TYPE, op_breakdown, profile_by_op_type
 from keras_mixer import MLPMixer, fused_norm
 from keras_mixer.checkpoints import load_official_weights
-from keras_mixer.export import write_saved_model
+from keras_mixer.export import export_tflite, write_saved_model
 from keras_mixer.fused_norm import (
     MIN_ELEMENTS_PER_EXAMPLE,
     fused_inference_applies,
@@ -24,6 +25,7 @@ from keras_mixer.fused_norm import (
     portable_graph,
 )
 from keras_mixer.layers import LayerNormalization
+from keras_mixer.lite import TFLiteClassifier
 from keras_mixer.predict_trace import any_batch_size_spec
 from tests.model_checks import random_images, run_layer_checks
 from tests.reference_mixer import layer_norm, official_logits, random_official_checkpoint
@@ -198,13 +200,34 @@ def test_training_gradients_are_the_float64_layer_norms():
     np.testing.assert_allclose(gradient, numeric, rtol=1e-3, atol=1e-3)
 
 
-def test_more_threads_than_the_limit_keep_keras_op(monkeypatch):
+def test_more_threads_than_the_limit_run_onednns_norm_with_a_known_batch_size(monkeypatch, tmp_path):
     norm = _norm_with_random_affine(BIG)
-    x = np.random.default_rng(4).standard_normal(BIG).astype("float32")
-    assert _xla_marked(_traced(norm, x, training=False))  # the fixture's limit: fused
+    x = np.random.default_rng(4).standard_normal(BIG).astype("float32") * 3 + 2
+    gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
+    expected = layer_norm(x.astype("float64"), gamma, beta)
+    assert _xla_marked(_traced(norm, x, training=False))  # the fixture's limit: the XLA norm
     monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", fused_norm.tensorflow_threads() - 1)
     assert not fused_inference_applies(norm, x, training=False)
     assert not _xla_marked(_traced(norm, x, training=False))
+    assert not onednn_inference_applies(norm, tf.constant(x), training=False)  # eager: Keras' op
+    forward = tf.function(lambda t: norm(t, training=False))  # the batch size known when traced
+    if onednn_enabled():
+        ops = _executed_op_types(forward, tf.constant(x))
+        assert "_MklLayerNorm" in ops and "SquaredDifference" not in ops, ops  # oneDNN's norm, not Keras' op
+    np.testing.assert_allclose(forward(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    with portable_graph():  # the known-batch graphs of exports keep Keras' op (benchmarks' *_unfused_norm)
+        portable = tf.function(lambda t: norm(t, training=False))
+        assert "FusedBatchNormV3" not in {node.op for node in _traced(norm, x, training=False).node}
+    np.testing.assert_allclose(portable(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # TFLite traces its batch-1 signature outside portable_graph(): the converter must still take the form.
+    model = MLPMixer(**FUSED_SIZED)
+    rng = np.random.default_rng(12)  # random weights everywhere: the head starts at zero (uniform output)
+    model.set_weights([rng.normal(1.0 if "gamma" in w.path else 0.0, 0.2, w.shape) for w in model.weights])
+    images = random_images(2, size=64, channels=1, seed=11)
+    tflite_probabilities = TFLiteClassifier(export_tflite(model, str(tmp_path / "model.tflite"))).predict(images)
+    keras_probabilities = keras.ops.convert_to_numpy(keras.ops.softmax(model(images, training=False)))
+    assert np.ptp(keras_probabilities) > 0.1  # not the uniform output of a zero head
+    np.testing.assert_allclose(tflite_probabilities, keras_probabilities, atol=1e-4)
 
 
 def test_tensorflow_threads_follow_the_intra_op_setting(monkeypatch):
