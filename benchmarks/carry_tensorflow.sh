@@ -31,12 +31,11 @@ pack() {
     exit 2
   fi
   command -v zstd >/dev/null || { echo "error: pack needs the zstd program here" >&2; exit 2; }
-  local work
-  work=$(mktemp -d)
+  work=$(mktemp -d)  # global: the EXIT trap reads it after pack returns
   trap 'rm -rf "$work"' EXIT
   local names=(keras astunparse gast google-pasta termcolor namex optree ml_dtypes numpy protobuf wrapt
     flatbuffers opt_einsum absl-py)
-  local pins=("tensorflow-cpu==$("$python" -c 'import tensorflow; print(tensorflow.__version__)')")
+  local pins=("tensorflow-cpu==$(TF_CPP_MIN_LOG_LEVEL=3 "$python" -c 'import tensorflow; print(tensorflow.__version__)' 2>/dev/null)")
   local name
   for name in "${names[@]}"; do
     pins+=("$name==$("$python" -c "import importlib.metadata as m; print(m.version('$name'))")")
