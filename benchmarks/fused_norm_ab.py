@@ -2,11 +2,12 @@
 
     python -m benchmarks.fused_norm_ab --preset mixer_s16 --precision bfloat16 --batch-size 32 --rounds 15
 
-Builds one model and traces its forward pass three times: with the batch size known, as Keras runs it
-("fused": each LayerNorm one XLA-compiled call where `fused_inference_applies`); with the batch size
-unknown, as `MLPMixer.predict` and the SavedModel signatures run it ("onednn": TensorFlow rewrites each
-norm into oneDNN's `_MklLayerNorm`, where `onednn_inference_applies`); and inside `portable_graph()` with
-the batch size known ("unfused": Keras' op). Then it times the three in alternation, `--rounds` times, so
+Builds one model and traces its forward pass three times: with the batch size known inside
+`without_onednn_norm()` ("fused": each LayerNorm one XLA-compiled call where `fused_inference_applies`);
+with the batch size unknown, as `MLPMixer.predict` and the SavedModel signatures run it ("onednn":
+TensorFlow rewrites each norm into oneDNN's `_MklLayerNorm`, where `onednn_inference_applies`; the
+package's graphs with a known batch size run the same); and inside `portable_graph()` with the batch
+size known ("unfused": Keras' op). Then it times the three in alternation, `--rounds` times, so
 all see the machine in the same state; on a shared VM, rows measured minutes apart (as in
 `benchmarks.run`) drift by more than the effect. Prints the per-round ratios against Keras' op and writes
 JSON (`--json`) with the CPU named, and whether `_MklLayerNorm` ran (`onednn_layer_norm_ran`).
@@ -39,14 +40,15 @@ def forward_passes(model, images):
     """{"fused": ..., "onednn": ..., "unfused": ...}: the model's forward pass on `images`, traced three ways."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
+    from keras_mixer.fused_norm import portable_graph, without_onednn_norm  # noqa: PLC0415
     from keras_mixer.predict_trace import any_batch_size_spec  # noqa: PLC0415
 
     images = tf.constant(images)
     fused = tf.function(lambda x: model(x, training=False))
     onednn = tf.function(lambda x: model(x, training=False), input_signature=[any_batch_size_spec(images)])
     unfused = tf.function(lambda x: model(x, training=False))
-    fused(images).numpy()
+    with without_onednn_norm():
+        fused(images).numpy()  # traced (and so fixed) with the XLA norm
     onednn(images).numpy()
     with portable_graph():
         unfused(images).numpy()  # traced (and so fixed) without the XLA norm; the batch size known: Keras' op

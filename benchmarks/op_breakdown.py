@@ -7,7 +7,7 @@ Runs the model's forward pass in a `tf.function` under the TF profiler and sums 
 times by type (`_MklNativeFusedMatMul` is a matmul with its bias, and GELU when oneDNN fused it;
 `Cast`, `Mul`, `SquaredDifference`, `Mean` and `AddN` are mostly LayerNorm and mixed-precision
 casts; `XLA (compiled function)` is the fused layer norm of inference, `keras_mixer/fused_norm.py`, and
-`_MklLayerNorm` oneDNN's, which runs instead with `--unknown-batch` or on more than 2 threads).
+`_MklLayerNorm` oneDNN's, which runs instead wherever TensorFlow's oneDNN takes the norm's dtype).
 What ran is what counts: the names come from the trace, not from the Python graph.
 `benchmarks.run` stores this table for S/16 and B/16 in its JSON (row group `breakdown`).
 `--training` profiles one step of the default run's optimiser and loss instead: the backward matmuls
@@ -60,8 +60,8 @@ def op_breakdown(model, images, calls=2, unknown_batch=False):
     """[{op, milliseconds (per call), share, count (per call)}], largest first, for `model(images)`.
 
     `unknown_batch`: trace the forward pass with the batch size unknown, as SavedModel signatures are
-    (large norms then run as oneDNN's `_MklLayerNorm` instead of XLA calls, `keras_mixer/fused_norm.py`;
-    with more than `MAX_TENSORFLOW_THREADS` threads they do so with a known batch size too).
+    (large norms run as oneDNN's `_MklLayerNorm` with either, where TensorFlow's oneDNN takes their
+    dtype, `keras_mixer/fused_norm.py`).
     """
     import tensorflow as tf  # noqa: PLC0415
 

@@ -5,10 +5,10 @@ TensorFlow's graph runtime runs Keras' layer norm as about seven full passes ove
 inference, on the TensorFlow backend, on a machine without a GPU, for norms over the last axis of at least
 `MIN_ELEMENTS_PER_EXAMPLE` elements per example:
 
-- **oneDNN's layer norm** (`onednn_layer_norm`), where the batch size is unknown when the graph is traced:
-  `MLPMixer.predict` (`keras_mixer.predict_trace`), the SavedModels of `keras_mixer.export` (TF Serving),
-  `tf.function`s traced with a `None` batch; and in graphs traced with a known batch size where
-  TensorFlow runs more than `MAX_TENSORFLOW_THREADS` threads. The norm is written as Keras 2 wrote it (a
+- **oneDNN's layer norm** (`onednn_layer_norm`), in every graph traced for inference where TensorFlow's
+  oneDNN runs it: `MLPMixer.predict` (`keras_mixer.predict_trace`), the SavedModels of
+  `keras_mixer.export` (TF Serving), `tf.function`s traced with a `None` or a known batch size (except
+  known-batch graphs inside `portable_graph()`, which keep Keras' op). The norm is written as Keras 2 wrote it (a
   `FusedBatchNormV3` in training mode over a (1, rows, channels, 1) view, then the scale and shift),
   which TensorFlow's graph optimiser rewrites into one `_MklLayerNorm` op. It needs no XLA, so
   SavedModels carry it, and oneDNN spreads it over all cores. The rewrite needs the number of rows not
@@ -16,10 +16,12 @@ inference, on the TensorFlow backend, on a machine without a GPU, for norms over
   pattern with it, so the row count passes through a `PlaceholderWithDefault`, which it never folds.
   It also needs TensorFlow's oneDNN on (`onednn_enabled`); a process without it traces the XLA norm or
   Keras' op instead.
-- **an XLA-compiled norm** (`fused_layer_norm`), where the batch size is known when traced and TensorFlow
-  runs at most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls
-  around it stay on oneDNN. There it ties with oneDNN's (2-core AVX2 EPYC, float32, 1.00x in 8 rounds)
-  or trails it by 3-6 % (2-core AVX-512 EPYC), and it also runs where oneDNN takes no bfloat16 (AVX2).
+- **an XLA-compiled norm** (`fused_layer_norm`), where oneDNN's cannot run (TensorFlow without oneDNN,
+  or bfloat16 on a CPU where its oneDNN takes none, `_onednn_takes_bfloat16`) and TensorFlow runs at
+  most `MAX_TENSORFLOW_THREADS` threads: one small XLA-compiled function, while the matmuls around it
+  stay on oneDNN. Where both can run, the XLA norm ties with oneDNN's (2-core AVX2 EPYC, float32,
+  1.00x in 8 rounds) or trails it: by 3-6 % on the 2-core AVX-512 EPYC, by 19-26 % on the 16-core Xeon.
+  `without_onednn_norm()` traces it there anyway (the A/B's "fused" side).
 
 On the 2-core AMD EPYC with AVX-512 (2026-11-27, S/16 at 224 px, the three paths timed in alternation,
 15 rounds, by `python -m benchmarks.fused_norm_ab`; README "Performance"), against Keras' op oneDNN's
@@ -50,6 +52,7 @@ import keras
 from keras_mixer.cpu import cpu_model_and_flags
 
 _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
+_ONEDNN_NORM = contextvars.ContextVar("keras_mixer_onednn_norm", default=True)
 
 # Below this many elements per example a fused norm's fixed cost can outweigh the passes it saves: with
 # every norm fused, the default Fashion model (16 x 128 per image) ran 0.85x at batch 1 and 1.04x at
@@ -58,15 +61,25 @@ _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 # 196 x 512) are above it.
 MIN_ELEMENTS_PER_EXAMPLE = 65_536
 
-# Above this many TensorFlow threads the XLA norm loses to Keras' op: its element-wise kernels split each
-# pass over all cores, and the compiled norm gains less than it costs. oneDNN's norm, split over the
-# cores too, beats both there, so graphs with a known batch size run it above this count. In
-# alternation (`benchmarks.fused_norm_ab`, S/16 at batch 32) on a 16-core Intel Xeon with AMX
+# Above this many TensorFlow threads the XLA norm (where oneDNN's cannot run) gives way to Keras' op: its
+# element-wise kernels split each pass over all cores, and the compiled norm gains less than it costs.
+# oneDNN's norm, split over the cores too, beats both there. In alternation
+# (`benchmarks.fused_norm_ab`, S/16 at batch 32) on a 16-core Intel Xeon with AMX
 # (2026-11-27): the XLA norm 0.97x and 0.93x Keras' op in bfloat16, 0.98x and 0.89x in float32 (two
 # runs); oneDNN's 1.17x in bfloat16 (6 of 6 rounds) and 1.14x in float32 (5 of 6; run 22). On 2 of the
 # same cores (`taskset -c 0,1`) the XLA norm ran 1.11x in bfloat16, 6 of 6 rounds, as on the 2-core
 # EPYCs. Counts between 2 and 16 are unmeasured.
 MAX_TENSORFLOW_THREADS = 2
+
+
+@contextlib.contextmanager
+def _setting(variable, value):
+    """`variable` (a ContextVar) set to `value` inside the block."""
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
 
 
 @contextlib.contextmanager
@@ -83,11 +96,30 @@ def portable_graph():
     ...     tuple(LayerNormalization()(np.ones((2, 3, 4), "float32")).shape)
     (2, 3, 4)
     """
-    token = _PORTABLE.set(True)
-    try:
+    with _setting(_PORTABLE, True):
         yield
-    finally:
-        _PORTABLE.reset(token)
+
+
+@contextlib.contextmanager
+def without_onednn_norm():
+    """Trace graphs whose norms skip oneDNN's form: the XLA norm or Keras' op (`fused_inference_applies`).
+
+    What `benchmarks.fused_norm_ab` times oneDNN's norm against; the package itself never needs it.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> from keras_mixer.layers import LayerNormalization
+    >>> seen, norm = [], LayerNormalization()
+    >>> def trace(x):
+    ...     seen.append(onednn_inference_applies(norm, x, training=False))
+    ...     return x
+    >>> with without_onednn_norm():
+    ...     _ = tf.function(trace).get_concrete_function(tf.TensorSpec((None, 256, 256)))
+    >>> seen
+    [False]
+    """
+    with _setting(_ONEDNN_NORM, False):
+        yield
 
 
 def _fusable(norm, inputs, training):
@@ -111,8 +143,8 @@ def onednn_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `onednn_layer_norm` on `inputs` in this call.
 
     All must hold: `_fusable`; a graph being traced (never eager); a batch size unknown when traced, or
-    known with more than `MAX_TENSORFLOW_THREADS` threads outside `portable_graph()` (whose known-batch
-    graphs keep Keras' op: the before of `benchmarks.run`'s `*_unfused_norm` rows); 2-D or 3-D float32 or
+    known outside `portable_graph()` (whose known-batch graphs keep Keras' op: the before of
+    `benchmarks.run`'s `*_unfused_norm` rows); not inside `without_onednn_norm()`; 2-D or 3-D float32 or
     bfloat16 inputs (what TensorFlow's rewrite takes; bfloat16 only where oneDNN takes it,
     `_onednn_takes_bfloat16`); the TensorFlow backend with oneDNN on (`onednn_enabled`: without it
     nothing rewrites the ops); no GPU. `portable_graph()` allows the unknown-batch case: it is no XLA.
@@ -124,7 +156,8 @@ def onednn_inference_applies(norm, inputs, training):
         and (dtype == "float32" or (dtype == "bfloat16" and _onednn_takes_bfloat16()))
         and keras.backend.backend() == "tensorflow"
         and _tracing_a_graph()
-        and (inputs.shape[0] is None or (not _PORTABLE.get() and tensorflow_threads() > MAX_TENSORFLOW_THREADS))
+        and (inputs.shape[0] is None or not _PORTABLE.get())
+        and _ONEDNN_NORM.get()
         and onednn_enabled()
         and not _machine_has_gpu()
     )

@@ -67,8 +67,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
 
     On the TensorFlow backend at inference on a CPU, a norm of at least
     `fused_norm.MIN_ELEMENTS_PER_EXAMPLE` elements per example runs fused in traced graphs: as oneDNN's
-    layer norm where the batch size is unknown when traced (`predict`, SavedModels) or TensorFlow runs
-    more than `fused_norm.MAX_TENSORFLOW_THREADS` threads, else as one XLA-compiled function
+    layer norm where TensorFlow's oneDNN runs it, else as one XLA-compiled function
     (`keras_mixer.fused_norm`, which says what each was measured to be worth); training, eager calls,
     small norms and the other backends run the parent's op, and exports (`portable_graph()`) no XLA.
 

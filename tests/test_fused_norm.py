@@ -1,7 +1,6 @@
 """`layers.LayerNormalization` and `fused_norm`: the fused paths compute the paper's layer norm, run where they should
-(TensorFlow inference in traced graphs: oneDNN's norm where the batch size is unknown when traced or TensorFlow runs
-more threads than `MAX_TENSORFLOW_THREADS`, else the XLA norm) and nowhere else (training, eager calls, XLA in
-exports, other axes)."""
+(TensorFlow inference in traced graphs: oneDNN's norm where TensorFlow's oneDNN runs it, else the XLA norm) and
+nowhere else (training, eager calls, XLA in exports, other axes)."""
 
 import contextlib
 import math
@@ -23,6 +22,7 @@ from keras_mixer.fused_norm import (
     onednn_enabled,
     onednn_inference_applies,
     portable_graph,
+    without_onednn_norm,
 )
 from keras_mixer.layers import LayerNormalization
 from keras_mixer.lite import TFLiteClassifier
@@ -61,6 +61,13 @@ def _xla_marked(graph_def):
     return marked
 
 
+def _fused_form(graph_def):
+    """ "xla", "onednn" (the ops TensorFlow rewrites into `_MklLayerNorm`) or None (Keras' op) in a traced norm."""
+    if _xla_marked(graph_def):
+        return "xla"
+    return "onednn" if "FusedBatchNormV3" in {node.op for node in graph_def.node} else None
+
+
 def _any_batch(x):
     """The signature of `x` with the batch size unknown: how `predict` and SavedModel signatures trace."""
     return [any_batch_size_spec(tf.convert_to_tensor(x))]
@@ -89,10 +96,14 @@ def test_inference_is_the_float64_layer_norm_fused_or_not(shape):
     gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
     expected = layer_norm(x.astype("float64"), gamma, beta)
     fused = math.prod(shape[1:]) >= MIN_ELEMENTS_PER_EXAMPLE
-    assert bool(_xla_marked(_traced(norm, x, training=False))) == fused
+    form = "onednn" if _onednn_norms_in("float32") else "xla"
+    assert _fused_form(_traced(norm, x, training=False)) == (form if fused else None)
+    with without_onednn_norm():
+        assert _fused_form(_traced(norm, x, training=False)) == ("xla" if fused else None)
+        xla = tf.function(lambda t: norm(t, training=False))(tf.constant(x)).numpy()
     eager = keras.ops.convert_to_numpy(norm(x, training=False))
     graph = tf.function(lambda t: norm(t, training=False))(tf.constant(x)).numpy()
-    for out in (eager, graph):
+    for out in (eager, graph, xla):
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     with portable_graph():
@@ -106,19 +117,22 @@ def test_bfloat16_inputs_are_normalised_in_float32():
     norm = _norm_with_random_affine(x.shape)
     gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
     x16 = tf.cast(tf.constant(x), tf.bfloat16)
-    assert _xla_marked(_traced(norm, x16, training=False))
-    out = keras.ops.convert_to_numpy(norm(x16, training=False))  # the layer autocasts to its float32
+    with without_onednn_norm():  # the XLA norm
+        assert _xla_marked(_traced(norm, x16, training=False))
+        xla = tf.function(lambda t: norm(t, training=False))(x16).numpy()
+    eager = keras.ops.convert_to_numpy(norm(x16, training=False))  # the layer autocasts to its float32
     expected = layer_norm(tf.cast(x16, tf.float64).numpy(), gamma, beta)
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    for out in (xla, eager):
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_training_exports_and_other_settings_use_keras_op():
     big = np.random.default_rng(3).standard_normal(BIG).astype("float32")
     norm = _norm_with_random_affine(big.shape)
-    assert not _xla_marked(_traced(norm, big, training=True))
-    with portable_graph():
-        assert not _xla_marked(_traced(norm, big, training=False))
-    assert _xla_marked(_traced(norm, big, training=False))  # the context was left
+    assert _fused_form(_traced(norm, big, training=True)) is None
+    with portable_graph():  # a known batch size: Keras' op (oneDNN's norm with an unknown one)
+        assert _fused_form(_traced(norm, big, training=False)) is None
+    assert _fused_form(_traced(norm, big, training=False)) is not None  # the context was left
     for kwargs in ({"axis": 1}, {"axis": [1, 2]}, {"center": False}, {"scale": False}):
         other = LayerNormalization(**kwargs)
         assert not fused_inference_applies(other, big, training=False), kwargs
@@ -173,7 +187,12 @@ def test_the_onednn_norm_keeps_a_small_epsilon_and_runs_only_in_traced_inference
 
     assert applies_when_traced(tf.TensorSpec((None, 256, 256)))
     assert not applies_when_traced(tf.TensorSpec((None, 256, 256)), training=True)
-    assert not applies_when_traced(tf.TensorSpec((2, 256, 256)))  # a known batch size: the XLA norm's case
+    assert applies_when_traced(tf.TensorSpec((2, 256, 256)))  # a known batch size too
+    with portable_graph():
+        assert applies_when_traced(tf.TensorSpec((None, 256, 256)))
+        assert not applies_when_traced(tf.TensorSpec((2, 256, 256)))  # known-batch portable graphs: Keras' op
+    with without_onednn_norm():
+        assert not applies_when_traced(tf.TensorSpec((None, 256, 256)))
     assert not applies_when_traced(tf.TensorSpec((None, 256, 256), tf.float16))
     assert not applies_when_traced(tf.TensorSpec((None, 2, 128, 256)))  # 4-D: TensorFlow's rewrite takes 2-D, 3-D
 
@@ -200,15 +219,11 @@ def test_training_gradients_are_the_float64_layer_norms():
     np.testing.assert_allclose(gradient, numeric, rtol=1e-3, atol=1e-3)
 
 
-def test_more_threads_than_the_limit_run_onednns_norm_with_a_known_batch_size(monkeypatch, tmp_path):
+def test_a_known_batch_size_runs_onednns_norm_and_more_threads_than_the_limit_keep_xla_out(monkeypatch, tmp_path):
     norm = _norm_with_random_affine(BIG)
     x = np.random.default_rng(4).standard_normal(BIG).astype("float32") * 3 + 2
     gamma, beta = (keras.ops.convert_to_numpy(v).astype("float64") for v in (norm.gamma, norm.beta))
     expected = layer_norm(x.astype("float64"), gamma, beta)
-    assert _xla_marked(_traced(norm, x, training=False))  # the fixture's limit: the XLA norm
-    monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", fused_norm.tensorflow_threads() - 1)
-    assert not fused_inference_applies(norm, x, training=False)
-    assert not _xla_marked(_traced(norm, x, training=False))
     assert not onednn_inference_applies(norm, tf.constant(x), training=False)  # eager: Keras' op
     forward = tf.function(lambda t: norm(t, training=False))  # the batch size known when traced
     if onednn_enabled():
@@ -217,8 +232,14 @@ def test_more_threads_than_the_limit_run_onednns_norm_with_a_known_batch_size(mo
     np.testing.assert_allclose(forward(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
     with portable_graph():  # the known-batch graphs of exports keep Keras' op (benchmarks' *_unfused_norm)
         portable = tf.function(lambda t: norm(t, training=False))
-        assert "FusedBatchNormV3" not in {node.op for node in _traced(norm, x, training=False).node}
+        assert _fused_form(_traced(norm, x, training=False)) is None
     np.testing.assert_allclose(portable(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # Where oneDNN's norm cannot run, the XLA norm only up to the thread limit, then Keras' op.
+    with without_onednn_norm():
+        assert _xla_marked(_traced(norm, x, training=False))  # the fixture's limit
+        monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", fused_norm.tensorflow_threads() - 1)
+        assert not fused_inference_applies(norm, x, training=False)
+        assert _fused_form(_traced(norm, x, training=False)) is None
     # TFLite traces its batch-1 signature outside portable_graph(): the converter must still take the form.
     model = MLPMixer(**FUSED_SIZED)
     rng = np.random.default_rng(12)  # random weights everywhere: the head starts at zero (uniform output)
@@ -238,11 +259,13 @@ def test_tensorflow_threads_follow_the_intra_op_setting(monkeypatch):
 def test_the_op_breakdown_counts_each_fused_norm_as_one_call():
     model = MLPMixer(**FUSED_SIZED)
     images = np.random.default_rng(5).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
-    ops = {row["op"]: row for row in op_breakdown(model, images)}
+    with without_onednn_norm():
+        ops = {row["op"]: row for row in op_breakdown(model, images)}
     assert ops[XLA_OP_TYPE]["count"] == 3 and "SquaredDifference" not in ops, ops.keys()  # 2 in the block + pre-head
-    if onednn_enabled():  # as a SavedModel signature traces it: oneDNN's norm, no XLA
-        ops = {row["op"]: row for row in op_breakdown(model, images, unknown_batch=True)}
-        assert ops["_MklLayerNorm"]["count"] == 3 and XLA_OP_TYPE not in ops, ops.keys()
+    if onednn_enabled():  # oneDNN's norm, no XLA, with the batch size known or not (as SavedModels trace it)
+        for unknown_batch in (False, True):
+            ops = {row["op"]: row for row in op_breakdown(model, images, unknown_batch=unknown_batch)}
+            assert ops["_MklLayerNorm"]["count"] == 3 and XLA_OP_TYPE not in ops, ops.keys()
         # predict traces its step with the batch size unknown (keras_mixer.predict_trace): oneDNN's norm too
         ops = _executed_op_types(lambda: model.predict(images, verbose=0))
         assert "_MklLayerNorm" in ops and XLA_OP_TYPE not in ops, ops
@@ -260,16 +283,19 @@ def test_a_fused_model_gives_the_float64_reference_logits(tmp_path, policy):
     images = tf.constant(random_images(3, size=64, channels=1, seed=7))
     expected = official_logits(params, images.numpy())
     tolerance = 1e-4 if policy == "float32" else 3e-2  # bfloat16 keeps 8 bits of mantissa
-    forward = tf.function(lambda t: model(t, training=False))
-    graph = forward.get_concrete_function(images).graph
+    xla = tf.function(lambda t: model(t, training=False))
+    with without_onednn_norm():
+        graph = xla.get_concrete_function(images).graph
     compiled = [op for op in graph.get_operations() if "_XlaMustCompile" in op.node_def.attr]
     assert sum(bool(op.get_attr("_XlaMustCompile")) for op in compiled) == 5  # two norms per block, one pre-head
     with portable_graph():
         portable = tf.function(lambda t: model(t, training=False))(images).numpy()
+    forward = tf.function(lambda t: model(t, training=False))
     any_batch = tf.function(lambda t: model(t, training=False), input_signature=_any_batch(images))
     if _onednn_norms_in(keras.config.dtype_policy().compute_dtype):
-        assert "_MklLayerNorm" in _executed_op_types(any_batch, images)  # oneDNN's norm, all five
-    for logits in (forward(images).numpy(), portable, any_batch(images).numpy()):
+        for function in (forward, any_batch):  # oneDNN's norm, all five, with the batch size known or not
+            assert "_MklLayerNorm" in _executed_op_types(function, images)
+    for logits in (xla(images).numpy(), forward(images).numpy(), portable, any_batch(images).numpy()):
         np.testing.assert_allclose(logits, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
     assert np.abs(expected).max() > 0.5  # not a degenerate comparison of near-zeros
 
@@ -295,7 +321,8 @@ def test_saved_models_carry_no_xla_compiled_function(tmp_path, precision):
     if precision == "float32":
         model.export(str(tmp_path / "keras_export"), verbose=False)
         assert _saved_model_xla_marked(str(tmp_path / "keras_export")) == []
-        unguarded = tf.function(lambda t: model(t, training=False)).get_concrete_function(tf.constant(images))
+        with without_onednn_norm():  # where oneDNN's norm cannot run, a direct trace takes the XLA norm
+            unguarded = tf.function(lambda t: model(t, training=False)).get_concrete_function(tf.constant(images))
         assert _xla_marked(unguarded.graph.as_graph_def()), "a direct trace should have used the fused path"
 
 
