@@ -1,9 +1,9 @@
 """`MLPMixer.predict`'s compiled step, traced once with the batch size unknown.
 
 Keras traces its predict step with the first batch's shapes and traces it again, relaxed, when a batch
-of another size comes (the last, smaller batch of most inputs). A graph traced with the batch size known
-cannot use oneDNN's layer norm (`keras_mixer.fused_norm`: TensorFlow's rewrite needs the number of rows
-unknown), and tracing S/16 twice costs seconds. So on the TensorFlow backend the first call traces the
+of another size comes (the last, smaller batch of most inputs), and tracing S/16 twice costs seconds.
+(The batch size once decided whether oneDNN's layer norm could run, `keras_mixer.fused_norm`; it no
+longer does.) So on the TensorFlow backend the first call traces the
 step with every batch dimension unknown; Keras' `reduce_retracing` then runs every batch size on that one
 trace.
 """
