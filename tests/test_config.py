@@ -6,7 +6,7 @@ import pytest
 from keras_mixer.checkpoints import TOKEN_MIXING_RESIZES
 from keras_mixer.layers import MLP_ACTIVATIONS
 from training.config import RECIPES, SECTIONS, TrainConfig, add_config_flags, config_from_args, recipe_config
-from training.machine import xla_for_training
+from training.machine import MAX_XLA_CHANNEL_MACS_WITHOUT_AVX512, channel_mixing_macs, xla_for_training
 
 
 def _parse(*argv):
@@ -61,32 +61,38 @@ def test_xla_is_auto_unless_asked_for(capsys):
     assert "--cache: expected true or false, got 'auto'" in capsys.readouterr().err
 
 
-def test_auto_xla_follows_the_token_count_on_a_cpu_without_avx512():
+def test_auto_xla_follows_the_channel_mixing_size_on_a_cpu_without_avx512():
     avx2 = {"onednn": True, "gpus": [], "cpu_flags": ["avx2"]}
-    assert xla_for_training(None, "float32", num_tokens=16, **avx2)[0] is True  # the default model: 1.27x
-    assert xla_for_training(None, "float32", num_tokens=49, **avx2)[0] is True  # S/32, B/32: 1.13-1.17x
-    assert xla_for_training(None, "float32", num_tokens=98, **avx2)[0] is True
-    off, because = xla_for_training(None, "float32", num_tokens=196, **avx2)  # S/16, B/16: 0.92-0.94x
-    assert off is False and "196 tokens on a CPU without AVX-512" in because
-    assert xla_for_training(None, "float32", num_tokens=99, **avx2)[0] is False
+    # The sizes measured (README's XLA A/B table), as `channel_mixing_macs` gives them.
+    fashion_b128, s32_b8, b32_b8 = 128 * 16 * 128 * 512, 8 * 49 * 512 * 2048, 8 * 49 * 768 * 3072
+    s16_b8, s32_b32, b16_b8 = 8 * 196 * 512 * 2048, 32 * 49 * 512 * 2048, 8 * 196 * 768 * 3072
+    for on in (fashion_b128, s32_b8, b32_b8, MAX_XLA_CHANNEL_MACS_WITHOUT_AVX512):  # 1.27x, 1.17x, 1.13x
+        assert xla_for_training(None, "float32", channel_macs=on, **avx2)[0] is True, on
+    for off in (s16_b8, s32_b32, b16_b8, MAX_XLA_CHANNEL_MACS_WITHOUT_AVX512 + 1):  # 0.94x, 1.03x, 0.92x
+        assert xla_for_training(None, "float32", channel_macs=off, **avx2)[0] is False, off
+    because = xla_for_training(None, "float32", channel_macs=s16_b8, **avx2)[1]
+    assert "1.64 G multiply-adds per channel-mixing matmul and step on a CPU without AVX-512" in because
     avx512 = {**avx2, "cpu_flags": ["avx512f", "avx2"]}
-    assert xla_for_training(None, "float32", num_tokens=196, **avx512)[0] is True  # S/16 1.17x there
-    assert xla_for_training(True, "float32", num_tokens=196, **avx2) == (True, "asked for (--xla)")
+    assert xla_for_training(None, "float32", channel_macs=s16_b8, **avx512)[0] is True  # S/16 1.17x there
+    assert xla_for_training(True, "float32", channel_macs=s16_b8, **avx2) == (True, "asked for (--xla)")
+    assert xla_for_training(None, "float32", **avx2)[0] is True  # size unknown
 
 
 @pytest.mark.parametrize(
     ("image_size", "flags", "xla"), [(40, ["avx2"], False), (36, ["avx2"], True), (40, ["avx512f"], True)]
 )
-def test_compile_for_training_gives_the_rule_the_token_count(monkeypatch, image_size, flags, xla):
+def test_compile_for_training_gives_the_rule_the_step_size(monkeypatch, image_size, flags, xla):
     import training.machine  # noqa: PLC0415
     from keras_mixer import MLPMixer, fused_norm  # noqa: PLC0415
     from training.train import compile_for_training  # noqa: PLC0415
 
     monkeypatch.setattr(training.machine, "cpu_model_and_flags", lambda: ("a CPU", flags))
     monkeypatch.setattr(fused_norm, "onednn_enabled", lambda: True)
-    model = MLPMixer(num_classes=2, image_size=image_size, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=4,
-                     tokens_mlp_dim=4, channels_mlp_dim=4)  # fmt: skip  # 100 or 81 tokens
-    compile_for_training(model, TrainConfig(), steps_per_epoch=1)
+    model = MLPMixer(num_classes=2, image_size=image_size, patch_size=4, num_channels=1, num_blocks=1, hidden_dim=128,
+                     tokens_mlp_dim=4, channels_mlp_dim=768)  # fmt: skip  # 100 or 81 tokens
+    config = TrainConfig()  # batch 128, one replica: 1.26 G or 1.02 G multiply-adds per channel-mixing matmul
+    assert channel_mixing_macs(model, config.schedule.batch_size) in (128 * 100 * 128 * 768, 128 * 81 * 128 * 768)
+    compile_for_training(model, config, steps_per_epoch=1)
     assert model.jit_compile is xla
 
 

@@ -41,7 +41,9 @@ def test_a_run_writes_every_artefact(fashion_data_dir, tmp_path):
     # The default recipe's test figure averages each image with its mirror; the single view is kept too.
     assert summary["test_flip_average"] and 0.0 <= summary["single_view_test_accuracy"] <= 1.0
     assert summary["precision"] == "float32"
-    assert summary["xla"] == xla_for_training(None, "float32", num_tokens=16)[0]  # 28 px in 7 px patches
+    model_config, batch = summary["config"]["model"], summary["config"]["schedule"]["batch_size"]
+    macs = batch * 16 * model_config["hidden_dim"] * model_config["channels_mlp_dim"]  # 28 px in 7 px patches
+    assert summary["xla"] == xla_for_training(None, "float32", channel_macs=macs)[0]
     assert summary["xla_because"].startswith("auto: ")
     assert summary["steps_per_epoch"] == 14 and summary["steps_per_execution"] == 1  # 896 images / 64; as asked
     assert "one view:" in result.stdout

@@ -30,7 +30,7 @@ from training.files import (
     write_json_atomically,
 )
 from training.folders import write_splits
-from training.machine import machine_description, xla_for_training
+from training.machine import channel_mixing_macs, machine_description, xla_for_training
 from training.quiet import add_verbose_flag, quiet_logs
 from training.run_lock import RunLock
 
@@ -172,11 +172,13 @@ def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=Non
     fraction of it between evaluations); the steps per execution must divide it (`steps_per_execution_for`).
     """
     import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
 
     from training.fused_update import compile_update_with_xla  # noqa: PLC0415
 
     optimizer = build_optimizer(config, steps_per_epoch)
     exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
+    batch_per_replica = config.schedule.batch_size // tf.distribute.get_strategy().num_replicas_in_sync
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
@@ -185,7 +187,9 @@ def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=Non
             steps_per_fit_epoch or steps_per_epoch, config.distribute.steps_per_execution
         ),
         jit_compile=xla_for_training(
-            config.distribute.xla, config.distribute.precision, num_tokens=getattr(model, "num_tokens", None)
+            config.distribute.xla,
+            config.distribute.precision,
+            channel_macs=channel_mixing_macs(model, batch_per_replica),
         )[0],
     )
     # Built now, not by the first train step. Outside a strategy scope Keras 3.15 creates the optimiser's
@@ -374,7 +378,9 @@ def train(config, extra_layers=(), verbose="auto"):
         }
         if chief:
             xla, xla_because = xla_for_training(
-                config.distribute.xla, config.distribute.precision, num_tokens=model.num_tokens
+                config.distribute.xla,
+                config.distribute.precision,
+                channel_macs=channel_mixing_macs(model, batch_size // replicas),
             )
             test = evaluate(run_dir, data_dir=config.data.data_dir)
             with open(os.path.join(run_dir, "best.json")) as file:
