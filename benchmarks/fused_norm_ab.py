@@ -10,7 +10,8 @@ package's graphs with a known batch size run the same); and inside `portable_gra
 size known ("unfused": Keras' op). Then it times the three in alternation, `--rounds` times, so
 all see the machine in the same state; on a shared VM, rows measured minutes apart (as in
 `benchmarks.run`) drift by more than the effect. Prints the per-round ratios against Keras' op and writes
-JSON (`--json`) with the CPU named, and whether `_MklLayerNorm` ran (`onednn_layer_norm_ran`).
+JSON (`--json`) with the CPU named, and whether `_MklLayerNorm` ran (`onednn_layer_norm_ran`) and the
+XLA norm (`xla_norm_ran`).
 `--min-elements 0` fuses every norm, small ones too (the measurement behind the size threshold).
 The XLA side is fused whatever the thread count (the A/B is the measurement behind
 `MAX_TENSORFLOW_THREADS`); the JSON records `tensorflow_threads`: compare `taskset -c 0,1` runs with
@@ -31,6 +32,7 @@ from benchmarks.alternation import (  # noqa: E402
     images_per_second_in_alternation,
     print_ab,
 )
+from benchmarks.op_breakdown import XLA_OP_TYPE, profile_by_op_type  # noqa: E402
 from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
@@ -56,11 +58,9 @@ def forward_passes(model, images):
             (("fused", fused), ("onednn", onednn), ("unfused", unfused))}  # fmt: skip
 
 
-def onednn_layer_norm_ran(forward):
-    """Whether TensorFlow ran oneDNN's `_MklLayerNorm` in one profiled call of `forward`."""
-    from benchmarks.op_breakdown import profile_by_op_type  # noqa: PLC0415
-
-    return any(row["op"] == "_MklLayerNorm" for row in profile_by_op_type(forward, calls=1))
+def op_ran(forward, op):
+    """Whether TensorFlow ran `op` (an op type, or `op_breakdown.XLA_OP_TYPE`) in one profiled call of `forward`."""
+    return any(row["op"] == op for row in profile_by_op_type(forward, calls=1))
 
 
 def main(argv=None):
@@ -102,7 +102,8 @@ def main(argv=None):
     fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = threshold, math.inf
     try:
         runs = forward_passes(model, synthetic_images(config, args.batch_size))
-        onednn_ran = onednn_layer_norm_ran(runs["onednn"])
+        onednn_ran = op_ran(runs["onednn"], "_MklLayerNorm")
+        xla_ran = op_ran(runs["fused"], XLA_OP_TYPE)  # the package would run oneDNN's norm there
         rates = images_per_second_in_alternation(runs, args.rounds, args.batch_size, args.calls)
     finally:
         fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = package_settings
@@ -115,6 +116,7 @@ def main(argv=None):
         "min_elements_per_example": threshold,
         "tensorflow_threads": fused_norm.tensorflow_threads(),
         "onednn_layer_norm_ran": onednn_ran,
+        "xla_norm_ran": xla_ran,
         **ab_summary(rates, "fused", "unfused"),
         "onednn_over_unfused": _ratios_only(ab_summary(rates, "onednn", "unfused")),
         "onednn_over_fused": _ratios_only(ab_summary(rates, "onednn", "fused")),

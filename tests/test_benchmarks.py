@@ -225,7 +225,7 @@ def test_the_fused_norm_ab_times_the_three_paths_in_alternation(tmp_path, capsys
     assert len(report["onednn_over_fused"]["ratios_onednn_over_fused"]) == 2
     assert sorted(report["images_per_second"]) == ["fused", "onednn", "unfused"]
     assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
-    assert report["onednn_layer_norm_ran"] is onednn_enabled()
+    assert report["onednn_layer_norm_ran"] is onednn_enabled() and report["xla_norm_ran"] is True
     printed = capsys.readouterr().out
     assert "fused faster in" in printed and "onednn faster in" in printed
     assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1", "--min-elements", "-5"]) == EXIT_BAD_INPUT

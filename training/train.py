@@ -163,6 +163,15 @@ def steps_per_execution_for(steps_per_fit_epoch, requested):
     return max(d for d in range(1, min(requested, steps_per_fit_epoch) + 1) if steps_per_fit_epoch % d == 0)
 
 
+def xla_choice(model, config, replicas):
+    """(XLA for the train step?, why) for `model` trained with `config` over `replicas`: `xla_for_training`
+    given the run's `--xla`, precision and step size. `compile_for_training` and the run summary share it."""
+    batch_per_replica = config.schedule.batch_size // replicas
+    return xla_for_training(
+        config.distribute.xla, config.distribute.precision, channel_macs=channel_mixing_macs(model, batch_per_replica)
+    )
+
+
 def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=None):
     """Compile `model` as a run with `config` trains it: the optimiser and schedule (`build_optimizer`), no
     weight decay on biases and norms, label-smoothed cross-entropy on logits, accuracy, and the run's
@@ -178,7 +187,6 @@ def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=Non
 
     optimizer = build_optimizer(config, steps_per_epoch)
     exclude_from_weight_decay(optimizer, model, config.optim.decay_head)
-    batch_per_replica = config.schedule.batch_size // tf.distribute.get_strategy().num_replicas_in_sync
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.augment.label_smoothing),
@@ -186,11 +194,7 @@ def compile_for_training(model, config, steps_per_epoch, steps_per_fit_epoch=Non
         steps_per_execution=steps_per_execution_for(
             steps_per_fit_epoch or steps_per_epoch, config.distribute.steps_per_execution
         ),
-        jit_compile=xla_for_training(
-            config.distribute.xla,
-            config.distribute.precision,
-            channel_macs=channel_mixing_macs(model, batch_per_replica),
-        )[0],
+        jit_compile=xla_choice(model, config, tf.distribute.get_strategy().num_replicas_in_sync)[0],
     )
     # Built now, not by the first train step. Outside a strategy scope Keras 3.15 creates the optimiser's
     # slots inside that trace, which is slow and makes tf.function trace the step twice: the Fashion
@@ -377,11 +381,7 @@ def train(config, extra_layers=(), verbose="auto"):
             "weights_fingerprint": weights_fingerprint(model),
         }
         if chief:
-            xla, xla_because = xla_for_training(
-                config.distribute.xla,
-                config.distribute.precision,
-                channel_macs=channel_mixing_macs(model, batch_size // replicas),
-            )
+            xla, xla_because = xla_choice(model, config, replicas)
             test = evaluate(run_dir, data_dir=config.data.data_dir)
             with open(os.path.join(run_dir, "best.json")) as file:
                 best_record = json.load(file)
