@@ -2,7 +2,7 @@
 # TensorFlow for a lent GPU machine whose image has none (its CPU is the one benchmarks/cpu_check.sh is for).
 # At most 64 MiB travels there per call, and TensorFlow's CPU wheel is 274 MB, so it goes in three parts:
 #
-#   here:   bash benchmarks/carry_tensorflow.sh pack          # ~8 minutes on 2 cores; writes .carry/1, 2, 3
+#   here:   bash benchmarks/carry_tensorflow.sh pack          # 8-16 min on the 2-core AVX2 EPYC; writes .carry/1, 2, 3
 #   there:  call 1, carry [".carry/1"]: bash benchmarks/carry_tensorflow.sh stash .carry/1
 #           call 2, carry [".carry/2"]: bash benchmarks/carry_tensorflow.sh stash .carry/2
 #           call 3, carry [".carry/3"]: bash benchmarks/carry_tensorflow.sh stash .carry/3 &&
@@ -26,20 +26,20 @@ usage() {
 
 pack() {
   local python=.venv/bin/python target=${TARGET_PYTHON:-3.12}
-  if ! "$python" -c "import tensorflow" 2>/dev/null; then
-    echo "error: pack takes its versions from .venv, which cannot import tensorflow; run the README's set-up first" >&2
+  local names=(keras astunparse gast google-pasta termcolor namex optree ml_dtypes numpy protobuf wrapt
+    flatbuffers opt_einsum absl-py)
+  local pins  # tensorflow-cpu at .venv's TensorFlow version, then each name at .venv's version
+  if ! pins=$(TF_CPP_MIN_LOG_LEVEL=3 "$python" -c '
+import importlib.metadata, sys, tensorflow
+print(f"tensorflow-cpu=={tensorflow.__version__}", *(f"{n}=={importlib.metadata.version(n)}" for n in sys.argv[1:]))
+' "${names[@]}" 2>/dev/null); then
+    echo "error: pack takes its versions from .venv, which cannot import tensorflow and its dependencies; run the README's set-up first" >&2
     exit 2
   fi
   command -v zstd >/dev/null || { echo "error: pack needs the zstd program here" >&2; exit 2; }
   work=$(mktemp -d)  # global: the EXIT trap reads it after pack returns
   trap 'rm -rf "$work"' EXIT
-  local names=(keras astunparse gast google-pasta termcolor namex optree ml_dtypes numpy protobuf wrapt
-    flatbuffers opt_einsum absl-py)
-  local pins=("tensorflow-cpu==$(TF_CPP_MIN_LOG_LEVEL=3 "$python" -c 'import tensorflow; print(tensorflow.__version__)' 2>/dev/null)")
-  local name
-  for name in "${names[@]}"; do
-    pins+=("$name==$("$python" -c "import importlib.metadata as m; print(m.version('$name'))")")
-  done
+  read -r -a pins <<<"$pins"
   echo "pack: ${pins[*]} for CPython $target"
   "$python" -m pip download -q --no-deps --only-binary=:all: --python-version "$target" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \

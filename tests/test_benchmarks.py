@@ -9,6 +9,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -290,6 +291,13 @@ def test_carry_tensorflow_stashes_three_parts_and_unpacks_them_in_order(tmp_path
     assert carry("stash", str(tmp_path / "absent")).returncode == 2
     missing = carry("unpack")
     assert missing.returncode == 2 and "payload.part00 is missing" in missing.stderr
+    checkout = tmp_path / "checkout_without_venv"  # pack reads its versions from the checkout's .venv
+    (checkout / "benchmarks").mkdir(parents=True)
+    shutil.copy(script, checkout / "benchmarks")
+    no_venv = subprocess.run(["bash", str(checkout / "benchmarks" / "carry_tensorflow.sh"), "pack"],
+                             capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert no_venv.returncode == 2 and "cannot import tensorflow" in no_venv.stderr
+    assert not (checkout / ".carry").exists()
     # A stand-in zstd that passes its input through: the script's part is the order and the unpacking.
     tools = tmp_path / "tools"
     tools.mkdir()
