@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The speed issue's measurements on a CPU with AMX or AVX512-BF16 (the Xeon of a lent GPU machine has
-# AMX; run 22 in the README is this script there), in two halves that each fit one call to such a
+# AMX; run 22 in the README is this script there), in three parts that each fit one call to such a
 # machine (10 minutes at most):
 #   - rows (timeouts 420 s in all): the S/16 inference and training rows of benchmarks.run, with timm's
 #     when PEER_VENV names a venv with torch and timm (the benchmark's own --peer venv needs the internet
 #     to be made): the issue's goals;
+#   - peer (timeouts 380 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
+#     after round (peer_ab): float32 and bf16 inference at batch 32, float32 and bf16 training steps;
 #   - ab (timeouts 270 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
 #     bf16 and float32), the compiled GELU of training (fused_gelu_ab), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), and that update against Keras'
@@ -13,7 +15,7 @@
 # its output into cpu_check.log there, with lscpu beside them. A step that overruns its share is cut by
 # its own timeout and the next one still runs. Run from a checkout (`.venv` if the README's set-up made
 # one, else the python3 on PATH):
-#   bash benchmarks/cpu_check.sh [FOLDER [all|rows|ab]]
+#   bash benchmarks/cpu_check.sh [FOLDER [all|rows|peer|ab]]
 # The timeouts come from run 22 on the lent 16-core Xeon (each step took 35-48 s of its A/B share,
 # and the rows 100-140 s with three of the rows here). On the 2-core AVX2 EPYC every S/16 step overran
 # them, and with CPU_CHECK_TIMEOUT_SCALE=4 (it multiplies each one) the norm A/Bs still did: raise the
@@ -23,8 +25,8 @@ cd "$(dirname "$0")/.."
 out=${1:-benchmarks/cpu_check}
 half=${2:-all}
 case "$half" in
-  all | rows | ab) ;;
-  *) echo "error: the second argument is the half to run: all, rows or ab; got '$half'" >&2; exit 2 ;;
+  all | rows | peer | ab) ;;
+  *) echo "error: the second argument is the part to run: all, rows, peer or ab; got '$half'" >&2; exit 2 ;;
 esac
 python=python3
 if [ -x .venv/bin/python ]; then python=.venv/bin/python; fi
@@ -51,6 +53,18 @@ lscpu >"$out/lscpu.txt" 2>&1
 if [ "$half" = all ] || [ "$half" = rows ]; then
   step 240 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 32 --rows keras,predict,xla,saved_model,bfloat16,frozen,peer --repeats 3 "${peer[@]}" --json "$out/run_inference_b32.json" --plot "$out/run_inference_b32.png"
   step 180 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 8 --rows train,peer --repeats 2 "${peer[@]}" --json "$out/run_training_b8.json" --plot "$out/run_training_b8.png"
+fi
+if [ "$half" = all ] || [ "$half" = peer ]; then
+  if [ ${#peer[@]} -eq 0 ]; then
+    echo "[$(date +%T)] peer: skipped, PEER_VENV names no venv with torch and timm" | tee -a "$log"
+  else
+    # The peer_ab timeouts are estimates from run 22's row durations (timm's compilation included), unmeasured.
+    pab=(--preset mixer_s16 --rounds 6 "${peer[@]}")
+    step 90 "$python" -m benchmarks.peer_ab "${pab[@]}" --json "$out/peer_f32_b32.json"
+    step 90 "$python" -m benchmarks.peer_ab "${pab[@]}" --precision bfloat16 --json "$out/peer_bf16_b32.json"
+    step 100 "$python" -m benchmarks.peer_ab "${pab[@]}" --training --json "$out/peer_train_f32_b8.json"
+    step 100 "$python" -m benchmarks.peer_ab "${pab[@]}" --training --precision bfloat16 --json "$out/peer_train_bf16_b8.json"
+  fi
 fi
 if [ "$half" = all ] || [ "$half" = ab ]; then
   ab=(--preset mixer_s16 --rounds 6)

@@ -55,6 +55,10 @@ def ensure_peer_venv(venv, create=True, log=print):
     return python
 
 
+# The paper presets timm builds (`timm.list_models("mixer_*_224")` in timm 1.0.31): no H/14.
+TIMM_PRESETS = ("mixer_s32", "mixer_s16", "mixer_b32", "mixer_b16", "mixer_l32", "mixer_l16")
+
+
 def timm_name(preset):
     """timm's name of a paper preset at 224 px: `mixer_s16` -> `mixer_s16_224` (timm has S, B and L)."""
     return f"{preset}_224"

@@ -25,6 +25,7 @@ from benchmarks import (
     gpu_check,
     mlp_layout,
     op_breakdown,
+    peer_ab,
     xla_training_ab,
 )
 from benchmarks.alternation import alternate_train_steps
@@ -176,13 +177,17 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
 
     steps = dry_steps()
-    assert len(steps) == 7 and (tmp_path / "out" / "lscpu.txt").exists()
-    rows, ab = dry_steps("rows"), dry_steps("ab")  # the two halves, one lent-machine call each
-    assert rows + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
+    assert len(steps) == 11 and (tmp_path / "out" / "lscpu.txt").exists()
+    rows, peer, ab = dry_steps("rows"), dry_steps("peer"), dry_steps("ab")  # one lent-machine call each
+    assert rows + peer + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
+    assert {w[w.index("-m") + 1] for w in peer} == {"benchmarks.peer_ab"}
+    del env["PEER_VENV"]
+    assert dry_steps("peer") == []  # no venv with torch and timm: the part is skipped, with a line saying so
+    env["PEER_VENV"] = str(tmp_path / "peer")
     wrong = subprocess.run(
         ["bash", script, str(tmp_path / "wrong"), "both"], capture_output=True, text=True, env=env, check=False
     )
-    assert wrong.returncode == 2 and "all, rows or ab; got 'both'" in wrong.stderr
+    assert wrong.returncode == 2 and "all, rows, peer or ab; got 'both'" in wrong.stderr
     assert not (tmp_path / "wrong").exists()
 
     class Parsed(Exception):
@@ -198,7 +203,8 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
     for words in steps:
         module = words[words.index("-m") + 1]
         argv = words[words.index("-m") + 2 :]
-        assert str(tmp_path / "out") in " ".join(argv) and (module == "benchmarks.run") == ("--peer-venv" in argv)
+        with_peer = module in ("benchmarks.run", "benchmarks.peer_ab")
+        assert str(tmp_path / "out") in " ".join(argv) and with_peer == ("--peer-venv" in argv)
         with pytest.raises(Parsed):
             importlib.import_module(module).main(argv)
 
@@ -320,3 +326,61 @@ def test_carry_tensorflow_stashes_three_parts_and_unpacks_them_in_order(tmp_path
     unpacked = carry("unpack")
     assert unpacked.returncode == 0, unpacked.stderr
     assert (tmp_path / "site" / "module.py").read_text() == "VALUE = 42\n" * 5000
+
+
+FAKE_PEER_WORKER = """
+import json, sys
+print(json.dumps({"ready": True, "torch": "fake", "timm": "fake"}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    # always 4 images/s per call, whatever the wall time: the A/B must use the worker's own timing
+    seconds = request["batch_size"] * request["steps"] / 4.0
+    print(json.dumps({"seconds": [seconds] * request["repeats"], "images": request["batch_size"] * request["steps"]}),
+          flush=True)
+"""
+
+
+def test_the_peer_ab_alternates_ours_with_timm_rows_timed_by_the_worker(tmp_path, monkeypatch, capsys):
+    worker = tmp_path / "worker.py"
+    worker.write_text(FAKE_PEER_WORKER)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.setattr("benchmarks.peer.WORKER", str(worker))
+    out = tmp_path / "ab.json"
+    args = ["--preset", "mixer_s32", "--batch-size", "1", "--rounds", "2", "--peer-venv", str(venv), "--json", str(out)]
+    assert peer_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["peer"] == {"torch": "fake", "timm": "fake"} and report["machine"]["cpu"]
+    assert report["images_per_second"]["timm_eager"] == report["images_per_second"]["timm_compile"] == [4.0, 4.0]
+    assert len(report["images_per_second"]["keras"]) == 2 and min(report["images_per_second"]["keras"]) > 0
+    comparison = report["comparisons"]["keras_over_timm_compile"]
+    assert comparison["ratios_keras_over_timm_compile"] == [r / 4.0 for r in report["images_per_second"]["keras"]]
+    assert comparison["goal"] is None and comparison["met"] is None  # the inference goals are set at batch 32
+    assert "keras faster in" in capsys.readouterr().out
+
+
+def test_the_peer_ab_reads_each_goal_on_the_faster_of_our_paths_and_only_where_it_applies():
+    rates = {"train": [5.0, 5.0, 5.0], "train_xla": [6.0, 5.0, 6.0], "timm_train_float32": [5.0, 5.0, 5.0]}
+    result = peer_ab.comparisons(rates, ["train", "train_xla"], ["timm_train_float32"], ["avx2"], 8, training=True)
+    faster, slower = result["train_xla_over_timm_train_float32"], result["train_over_timm_train_float32"]
+    assert faster["goal_read_here"] and faster["median_ratio"] == 1.2 and faster["met"] is True
+    assert not slower["goal_read_here"] and slower["met"] is None
+    bf16 = {"keras": [9.0], "timm_bfloat16_compile": [10.0]}
+    result = peer_ab.comparisons(bf16, ["keras"], ["timm_bfloat16_compile"], ["avx2"], 32, training=False)
+    assert result["keras_over_timm_bfloat16_compile"]["applies"] is False
+    assert result["keras_over_timm_bfloat16_compile"]["met"] is None
+    result = peer_ab.comparisons(bf16, ["keras"], ["timm_bfloat16_compile"], ["amx_bf16"], 32, training=False)
+    assert result["keras_over_timm_bfloat16_compile"]["met"] is False  # 0.9 < 1.1
+
+
+def test_the_peer_ab_refuses_bad_flags_in_one_line_before_starting_the_peer(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(peer_ab, "PeerProcess", lambda *a: pytest.fail("the peer started"))
+    monkeypatch.setattr(peer_ab, "cpu_model_and_flags", lambda: ("AMD EPYC", ["avx2"]))
+    argv = ["--preset", "mixer_h14", "--rounds", "0", "--precision", "bfloat16", "--peer-venv", str(tmp_path)]
+    assert peer_ab.main(argv) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error
+    assert "--preset must be a paper preset timm builds" in error and "Received: mixer_h14" in error
+    assert "--precision bfloat16 needs a CPU with bf16 units" in error and "no AMX-BF16 or AVX512-BF16" in error
+    assert f"--peer-venv {str(tmp_path)!r} has no bin/python" in error
