@@ -5,6 +5,7 @@ paths in turn, round after round, lets both see the machine in the same state.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -98,6 +99,36 @@ def at_least_one_problems(**values):
     return problems
 
 
+def json_flag_problems(path):
+    """Why `--json PATH` could not be written, found before a measurement of minutes: a folder given, or
+    a folder that cannot be made or written (`training.files.writable_dir_problem`). [] when fine or unset.
+
+    Example:
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> json_flag_problems(folder) == [f"--json must be a file path; {folder!r} is a folder"]
+    True
+    >>> json_flag_problems(os.path.join(folder, "new", "ab.json"))
+    []
+    """
+    from training.files import writable_dir_problem  # noqa: PLC0415
+
+    if not path:
+        return []
+    if os.path.isdir(path):
+        return [f"--json must be a file path; {path!r} is a folder"]
+    problem = writable_dir_problem(os.path.dirname(os.path.abspath(path)), "--json's folder")
+    return [problem] if problem else []
+
+
+def write_report(path, report):
+    """`report` as JSON at `path`, atomically, its folder made first if it is missing."""
+    from keras_mixer.atomic import write_json_atomically  # noqa: PLC0415
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_json_atomically(path, report)
+
+
 def preset_and_count_problems(preset, **counts):
     """(the preset's model config or None, every problem with `--preset` and the count flags), checked at once.
 
@@ -138,7 +169,7 @@ def parse_train_ab(parser, argv):
     config, problems = preset_and_count_problems(
         args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
     )
-    return args, config, problems
+    return args, config, problems + json_flag_problems(args.json)
 
 
 def refuse(problems):

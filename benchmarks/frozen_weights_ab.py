@@ -23,7 +23,14 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.alternation import ab_summary, command_line, preset_and_count_problems, print_ab  # noqa: E402
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    command_line,
+    json_flag_problems,
+    preset_and_count_problems,
+    print_ab,
+    write_report,
+)
 from training.predict import FROZEN_WEIGHTS_FLAG  # noqa: E402
 
 ROWS = ("keras", "keras_bfloat16", "saved_model", "saved_model_bfloat16")  # as `benchmarks.run` names them
@@ -93,13 +100,13 @@ def main(argv=None):
         print(json.dumps(measure(args.preset, args.batch_size, args.repeats)))
         return 0
 
-    from keras_mixer.atomic import write_json_atomically  # noqa: PLC0415
     from training import EXIT_BAD_INPUT  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
     _, problems = preset_and_count_problems(
         args.preset, batch_size=args.batch_size, pairs=args.pairs, repeats=args.repeats
     )
+    problems += json_flag_problems(args.json)
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -120,7 +127,7 @@ def main(argv=None):
         print_ab(report["rows"][row], f"{args.preset} {row} batch {args.batch_size}", "frozen", "reordered")
     print(f"largest difference between the two sides' float32 logits: {largest_difference:.2e}")
     if args.json:
-        write_json_atomically(args.json, report)
+        write_report(args.json, report)
     return 0
 
 

@@ -23,8 +23,8 @@ from benchmarks.alternation import (  # noqa: E402
     refuse,
     train_ab_parser,
     train_ab_report,
+    write_report,
 )
-from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 
 MODULE = "benchmarks.fused_gelu_ab"
@@ -68,7 +68,7 @@ def main(argv=None):
     title = f"{args.preset} {args.precision} batch {args.batch_size}{' (XLA step)' if args.xla else ''}"
     print_ab(report, title, "compiled", "keras", old_label="Keras' GELU")
     if args.json:
-        write_json_atomically(args.json, report)
+        write_report(args.json, report)
     return 0
 
 

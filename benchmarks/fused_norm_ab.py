@@ -30,10 +30,11 @@ from benchmarks.alternation import (  # noqa: E402
     at_least_one_problems,
     command_line,
     images_per_second_in_alternation,
+    json_flag_problems,
     print_ab,
+    write_report,
 )
 from benchmarks.op_breakdown import XLA_OP_TYPE, profile_by_op_type  # noqa: E402
-from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
@@ -88,6 +89,7 @@ def main(argv=None):
     bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, calls=args.calls)
     if args.min_elements is not None and args.min_elements < 0:
         bad.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
+    bad += json_flag_problems(args.json)
     if bad:
         print("error: " + "; ".join(bad), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -128,7 +130,7 @@ def main(argv=None):
     if not onednn_ran:
         print("note: TensorFlow did not run _MklLayerNorm on the onednn side (no oneDNN in this TensorFlow?)")
     if args.json:
-        write_json_atomically(args.json, report)
+        write_report(args.json, report)
     return 0
 
 

@@ -22,8 +22,8 @@ from benchmarks.alternation import (  # noqa: E402
     refuse,
     train_ab_parser,
     train_ab_report,
+    write_report,
 )
-from keras_mixer.atomic import write_json_atomically  # noqa: E402
 
 MODULE = "benchmarks.fused_update_ab"
 
@@ -46,7 +46,7 @@ def main(argv=None):
           f" weights differ by at most {difference:.2g} after it")  # fmt: skip
     print_ab(report, f"{args.preset} float32 batch {args.batch_size}", "fused", "keras", old_label="Keras' update")
     if args.json:
-        write_json_atomically(args.json, report)
+        write_report(args.json, report)
     return 0
 
 

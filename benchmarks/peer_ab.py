@@ -23,7 +23,15 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.alternation import ab_summary, at_least_one_problems, command_line, print_ab, refuse  # noqa: E402
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    at_least_one_problems,
+    command_line,
+    json_flag_problems,
+    print_ab,
+    refuse,
+    write_report,
+)
 from benchmarks.peer import (  # noqa: E402
     DEFAULT_PEER_VENV,
     PEER_REQUIREMENTS,
@@ -33,7 +41,6 @@ from benchmarks.peer import (  # noqa: E402
     ensure_peer_venv,
     venv_python,
 )
-from keras_mixer.atomic import write_json_atomically  # noqa: E402
 from keras_mixer.cpu import cpu_model_and_flags  # noqa: E402
 from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
@@ -152,7 +159,7 @@ def _problems(args, cpu_flags):
         problems.append(f"--precision bfloat16 needs a CPU with bf16 units, where its goals apply; here: {because}")
     if args.peer_venv and not os.path.exists(venv_python(args.peer_venv)):
         problems.append(f"--peer-venv {args.peer_venv!r} has no bin/python; expected a venv with torch and timm")
-    return problems
+    return problems + json_flag_problems(args.json)
 
 
 def main(argv=None):
@@ -201,7 +208,7 @@ def main(argv=None):
             status = {True: "met", False: "MISSED", None: f"does not apply ({summary['applies_because']})"}
             print(f"goal {path} / {row} >= {summary['goal']}: {status[summary['met']]}")
     if args.json:
-        write_json_atomically(args.json, report)
+        write_report(args.json, report)
     return 0
 
 

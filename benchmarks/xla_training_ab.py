@@ -23,8 +23,8 @@ from benchmarks.alternation import (  # noqa: E402
     refuse,
     train_ab_parser,
     train_ab_report,
+    write_report,
 )
-from keras_mixer.atomic import write_json_atomically  # noqa: E402
 
 MODULE = "benchmarks.xla_training_ab"
 PATHS = {"xla": {"jit_compile": True}, "graph": {"jit_compile": False}}
@@ -55,7 +55,7 @@ def main(argv=None):
     title = f"{args.preset} at {config['image_size']} px ({report['tokens']} tokens) float32 batch {args.batch_size}"
     print_ab(report, title, "xla", "graph")
     if args.json:
-        write_json_atomically(args.json, report)
+        write_report(args.json, report)
     return 0
 
 

@@ -235,8 +235,10 @@ def test_the_fused_norm_ab_times_the_three_paths_in_alternation(tmp_path, capsys
     assert report["onednn_layer_norm_ran"] is onednn_enabled() and report["xla_norm_ran"] is True
     printed = capsys.readouterr().out
     assert "fused faster in" in printed and "onednn faster in" in printed
-    assert fused_norm_ab.main(["--rounds", "0", "--calls", "-1", "--min-elements", "-5"]) == EXIT_BAD_INPUT
+    bad = ["--rounds", "0", "--calls", "-1", "--min-elements", "-5", "--json", str(tmp_path)]
+    assert fused_norm_ab.main(bad) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
+    assert f"--json must be a file path; {str(tmp_path)!r} is a folder" in error
     assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in error
     assert "--min-elements must be >= 0. Received: -5" in error
 
@@ -261,10 +263,11 @@ def test_the_fused_gelu_ab_times_both_train_steps_in_alternation(tmp_path, capsy
     assert "--rounds must be >= 1. Received: 0; --steps must be >= 1. Received: -1" in capsys.readouterr().err
 
 
-def test_the_fused_update_ab_refuses_bad_flags(capsys):
-    assert fused_update_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+def test_the_fused_update_ab_refuses_bad_flags(capsys, tmp_path):
+    assert fused_update_ab.main(["--rounds", "0", "--preset", "mixer_x9", "--json", str(tmp_path)]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0; --preset: " in error and "mixer_x9" in error
+    assert f"--json must be a file path; {str(tmp_path)!r} is a folder" in error  # before minutes of timing
 
 
 def test_the_xla_training_ab_refuses_bad_flags(capsys):
@@ -347,7 +350,7 @@ def test_the_peer_ab_alternates_ours_with_timm_rows_timed_by_the_worker(tmp_path
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(sys.executable)
     monkeypatch.setattr("benchmarks.peer.WORKER", str(worker))
-    out = tmp_path / "ab.json"
+    out = tmp_path / "new folder" / "ab.json"  # made when the report is written
     args = ["--preset", "mixer_s32", "--batch-size", "1", "--rounds", "2", "--peer-venv", str(venv), "--json", str(out)]
     assert peer_ab.main(args) == 0
     report = json.loads(out.read_text())
@@ -378,9 +381,11 @@ def test_the_peer_ab_refuses_bad_flags_in_one_line_before_starting_the_peer(caps
     monkeypatch.setattr(peer_ab, "PeerProcess", lambda *a: pytest.fail("the peer started"))
     monkeypatch.setattr(peer_ab, "cpu_model_and_flags", lambda: ("AMD EPYC", ["avx2"]))
     argv = ["--preset", "mixer_h14", "--rounds", "0", "--precision", "bfloat16", "--peer-venv", str(tmp_path)]
+    argv += ["--json", str(tmp_path)]
     assert peer_ab.main(argv) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error
     assert "--preset must be a paper preset timm builds" in error and "Received: mixer_h14" in error
     assert "--precision bfloat16 needs a CPU with bf16 units" in error and "no AMX-BF16 or AVX512-BF16" in error
     assert f"--peer-venv {str(tmp_path)!r} has no bin/python" in error
+    assert f"--json must be a file path; {str(tmp_path)!r} is a folder" in error
