@@ -40,6 +40,8 @@ def atomic_path(final):
         if os.path.exists(temporary):
             os.remove(temporary)
         if isinstance(error, OSError) and not isinstance(error, WriteError):
+            if not os.path.isdir(folder):
+                raise WriteError(f"Could not write {final}: its folder {folder} does not exist.") from error
             kept = "Its previous version is intact" if existed else "Nothing was left in its place"
             raise WriteError(
                 f"Could not write {final}: {error.strerror or error}. {kept}; "

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_mixer import MLPMixer
+from keras_mixer.atomic import write_json_atomically
 from tests.training_helpers import ROOT, TINY_RUN, run_main_in_process, run_module, run_train
 from training.callbacks import AtomicModelCheckpoint
 from training.config import TrainConfig, range_problems
@@ -168,6 +169,9 @@ def test_a_failed_first_write_does_not_claim_a_previous_version(tmp_path):
             open(temporary, "w").close()
             raise OSError(errno.ENOSPC, "No space left on device")
     assert os.listdir(tmp_path) == []
+    missing = tmp_path / "gone" / "report.json"
+    with pytest.raises(WriteError, match=f"its folder {tmp_path / 'gone'} does not exist.$"):
+        write_json_atomically(missing, {})
 
 
 def test_ctrl_c_says_where_the_run_stopped_without_a_traceback(fashion_data_dir, tmp_path):
