@@ -4,7 +4,7 @@
     python -m benchmarks.peer_ab --preset mixer_s16 --training --batch-size 8 --rounds 8
 
 `benchmarks.run` measures timm's rows minutes apart from ours, and on a shared VM such rows drift by more
-than the goals' margins: on the 2-core AVX2 EPYC two runs an hour apart gave timm's compiled float32
+than the goals' margins: on the 2-core AVX2 EPYC two runs ten hours apart gave timm's compiled float32
 11.1 and 15.5 images/s. Here each round times our path, then timm's rows (in the peer venv's worker,
 `benchmarks/peer.py`), so every ratio compares the two in the same minute. Inference: our Keras graph (a
 `tf.function` with the batch size known, `benchmarks.run`'s `keras` row) against timm eager and
