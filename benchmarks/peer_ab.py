@@ -4,8 +4,9 @@
     python -m benchmarks.peer_ab --preset mixer_s16 --training --batch-size 8 --rounds 8
 
 `benchmarks.run` measures timm's rows minutes apart from ours, and on a shared VM such rows drift by more
-than the goals' margins: on the 2-core AVX2 EPYC two runs ten hours apart gave timm's compiled float32
-11.1 and 15.5 images/s. Here each round times our path, then timm's rows (in the peer venv's worker,
+than the goals' margins: on the 2-core AVX2 EPYC two runs 12 minutes apart put timm eager at 11.5 and
+13.3 images/s, and one run's rows put `model.predict` 1.16x ahead of the graph, which alternation then
+measured at 1.03x. Here each round times our path, then timm's rows (in the peer venv's worker,
 `benchmarks/peer.py`), so every ratio compares the two in the same minute. Inference: our Keras graph (a
 `tf.function` with the batch size known, `benchmarks.run`'s `keras` row) against timm eager and
 `torch.compile`. `--training`: our train step of the default run's optimiser and loss in graph mode and
