@@ -25,6 +25,7 @@ from benchmarks import (
     gpu_check,
     mlp_layout,
     op_breakdown,
+    paths_ab,
     peer_ab,
     xla_training_ab,
 )
@@ -177,7 +178,7 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
 
     steps = dry_steps()
-    assert len(steps) == 11 and (tmp_path / "out" / "lscpu.txt").exists()
+    assert len(steps) == 12 and (tmp_path / "out" / "lscpu.txt").exists()
     rows, peer, ab = dry_steps("rows"), dry_steps("peer"), dry_steps("ab")  # one lent-machine call each
     assert rows + peer + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
     assert {w[w.index("-m") + 1] for w in peer} == {"benchmarks.peer_ab"}
@@ -241,6 +242,24 @@ def test_the_fused_norm_ab_times_the_three_paths_in_alternation(tmp_path, capsys
     assert f"--json must be a file path; {str(tmp_path)!r} is a folder" in error
     assert "--rounds must be >= 1. Received: 0; --calls must be >= 1. Received: -1" in error
     assert "--min-elements must be >= 0. Received: -5" in error
+
+
+def test_the_paths_ab_times_predict_and_the_saved_model_against_the_fastest_keras_path(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    args = ["--preset", "fashion", "--batch-size", "2", "--rounds", "2", "--json", str(out)]
+    assert paths_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert sorted(report["images_per_second"]) == ["keras", "keras_predict_numpy", "keras_xla", "saved_model"]
+    assert all(len(rates) == 2 and min(rates) > 0 for rates in report["images_per_second"].values())
+    fastest = report["fastest_keras_path"]
+    ratios = report["comparisons"]["saved_model"][f"ratios_saved_model_over_{fastest}"]
+    rates = report["images_per_second"]
+    assert ratios == [a / b for a, b in zip(rates["saved_model"], rates[fastest])]
+    assert report["goals_apply"] is False and "goal " not in capsys.readouterr().out  # goals are set at batch 32
+    assert paths_ab.main(["--rounds", "0", "--preset", "mixer_x9", "--json", str(tmp_path)]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
+    assert "is a folder" in error
 
 
 def test_the_frozen_weights_ab_refuses_bad_flags_before_starting_a_process(capsys, monkeypatch):
