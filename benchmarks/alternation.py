@@ -75,6 +75,27 @@ def ab_summary(rates, new, old):
     }
 
 
+def ratios_only(summary):
+    """An `ab_summary` without the rates, which every summary of one run would repeat.
+
+    Example:
+    >>> sorted(ratios_only(ab_summary({"a": [2.0], "b": [1.0]}, "a", "b")))
+    ['median_ratio', 'ratios_a_over_b', 'rounds_a_faster']
+    """
+    repeated = ("images_per_second", "median_images_per_second")
+    return {key: value for key, value in summary.items() if key not in repeated}
+
+
+def fastest_by_median(rates, paths):
+    """Of `paths`, the one with the highest median images/s in `rates`.
+
+    Example:
+    >>> fastest_by_median({"graph": [10.0, 12.0], "xla": [11.0, 11.5]}, ["graph", "xla"])
+    'xla'
+    """
+    return max(paths, key=lambda path: statistics.median(rates[path]))
+
+
 def print_ab(report, title, new, old, old_label=None):
     """Two lines: each round's `new`/`old` ratio, then the median, the rounds `new` won and the median rates."""
     old_label = old_label or old

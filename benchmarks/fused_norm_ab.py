@@ -32,6 +32,7 @@ from benchmarks.alternation import (  # noqa: E402
     images_per_second_in_alternation,
     json_flag_problems,
     print_ab,
+    ratios_only,
     write_report,
 )
 from benchmarks.op_breakdown import XLA_OP_TYPE, profile_by_op_type  # noqa: E402
@@ -120,8 +121,8 @@ def main(argv=None):
         "onednn_layer_norm_ran": onednn_ran,
         "xla_norm_ran": xla_ran,
         **ab_summary(rates, "fused", "unfused"),
-        "onednn_over_unfused": _ratios_only(ab_summary(rates, "onednn", "unfused")),
-        "onednn_over_fused": _ratios_only(ab_summary(rates, "onednn", "fused")),
+        "onednn_over_unfused": ratios_only(ab_summary(rates, "onednn", "unfused")),
+        "onednn_over_fused": ratios_only(ab_summary(rates, "onednn", "fused")),
     }
     title = f"{args.preset} {args.precision} batch {args.batch_size}"
     print_ab(report, title, "fused", "unfused", "unfused (Keras' op)")
@@ -132,12 +133,6 @@ def main(argv=None):
     if args.json:
         write_report(args.json, report)
     return 0
-
-
-def _ratios_only(summary):
-    """An `ab_summary` without the rates every summary of the run repeats."""
-    repeated = ("images_per_second", "median_images_per_second")
-    return {key: value for key, value in summary.items() if key not in repeated}
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     command_line,
+    fastest_by_median,
     images_per_second_in_alternation,
     json_flag_problems,
     preset_and_count_problems,
     print_ab,
+    ratios_only,
     refuse,
     write_report,
 )
@@ -68,11 +70,10 @@ def against_the_fastest(rates):
     """
     from benchmarks.run import FASTEST_PATH_GOALS  # noqa: PLC0415
 
-    fastest = max(KERAS_PATHS, key=lambda path: statistics.median(rates[path]))
+    fastest = fastest_by_median(rates, KERAS_PATHS)
     result = {}
     for path, goal in FASTEST_PATH_GOALS.items():
-        summary = ab_summary(rates, path, fastest)
-        del summary["images_per_second"], summary["median_images_per_second"]
+        summary = ratios_only(ab_summary(rates, path, fastest))
         result[path] = {**summary, "goal": goal, "met": summary["median_ratio"] >= goal}
     return result, fastest
 

@@ -28,8 +28,10 @@ from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     at_least_one_problems,
     command_line,
+    fastest_by_median,
     json_flag_problems,
     print_ab,
+    ratios_only,
     refuse,
     write_report,
 )
@@ -111,12 +113,11 @@ def comparisons(rates, ours, rows, cpu_flags, batch_size, training):
     from benchmarks.run import GOAL_BATCH_SIZE, PEER_GOALS, target_classes  # noqa: PLC0415
 
     bf16_applies, because = target_classes(cpu_flags)["bfloat16"]
-    faster = max(ours, key=lambda path: statistics.median(rates[path]))
+    faster = fastest_by_median(rates, ours)
     result = {}
     for path in ours:
         for row in rows:
-            summary = ab_summary(rates, path, row)
-            del summary["images_per_second"], summary["median_images_per_second"]
+            summary = ratios_only(ab_summary(rates, path, row))
             goal = PEER_GOALS.get(row) if training or batch_size == GOAL_BATCH_SIZE else None
             applies = bf16_applies or "bfloat16" not in row
             summary.update(
