@@ -7,10 +7,12 @@
 #     to be made): the issue's goals;
 #   - peer (timeouts 380 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
 #     after round (peer_ab): float32 and bf16 inference at batch 32, float32 and bf16 training steps;
-#   - ab (timeouts 345 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
+#   - ab (timeouts 445 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
 #     bf16 and float32), the compiled GELU of training (fused_gelu_ab), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), that update against Keras'
-#     own (fused_update_ab), and predict and the SavedModel against the fastest Keras path (paths_ab).
+#     own (fused_update_ab), predict and the SavedModel against the fastest Keras path (paths_ab), and
+#     the compiled GELU at inference against oneDNN's fused one (inference_gelu_ab, float32 and bf16;
+#     the package runs it only on CPUs without AVX-512, where it was measured).
 # Every step writes its JSON into one folder (the first argument; default benchmarks/cpu_check/) and
 # its output into cpu_check.log there, with lscpu beside them. A step that overruns its share is cut by
 # its own timeout and the next one still runs. Run from a checkout (`.venv` if the README's set-up made
@@ -74,5 +76,8 @@ if [ "$half" = all ] || [ "$half" = ab ]; then
   step 55 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
   step 55 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
   step 75 "$python" -m benchmarks.paths_ab "${ab[@]}" --batch-size 32 --json "$out/paths_f32_b32.json"
+  # The inference GELU A/Bs' timeouts are estimates from the norm A/Bs' (the same forward passes), unmeasured there.
+  step 50 "$python" -m benchmarks.inference_gelu_ab "${ab[@]}" --precision float32 --json "$out/inference_gelu_f32_b32.json"
+  step 50 "$python" -m benchmarks.inference_gelu_ab "${ab[@]}" --precision bfloat16 --json "$out/inference_gelu_bf16_b32.json"
 fi
 echo "[$(date +%T)] done: $out" | tee -a "$log"

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_mixer.atomic import write_bytes_atomically, write_text_atomically
+from keras_mixer.fused_gelu import keras_gelu_at_inference
 from keras_mixer.fused_norm import portable_graph
 
 TFLITE_MODES = ("float32", "float16", "dynamic_int8", "int8")
@@ -276,15 +277,16 @@ def export_tflite(model, path, mode="float32", representative_data=None, int8_io
             "batches from the training split> (the CLI draws them with --representative-images N)."
         )
     height, width = model.image_size
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serving_default",
-        lambda images: _probabilities(model, images),
-        input_signature=[tf.TensorSpec((1, height, width, model.num_channels), tf.float32)],
-    )
-    with tempfile.TemporaryDirectory() as scratch:
-        # Through a SavedModel, so the converter freezes the weights into constants.
+    with tempfile.TemporaryDirectory() as scratch, keras_gelu_at_inference():
+        # Keras' GELU, which the converter maps to TFLite's own GELU op. Through a SavedModel, so the
+        # converter freezes the weights into constants.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serving_default",
+            lambda images: _probabilities(model, images),
+            input_signature=[tf.TensorSpec((1, height, width, model.num_channels), tf.float32)],
+        )
         archive.write_out(scratch, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

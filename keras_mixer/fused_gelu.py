@@ -9,33 +9,103 @@ oneDNN. Measured with `python -m benchmarks.fused_gelu_ab` (train steps of the d
 optimiser, timed in alternation with Keras' GELU); the figures and the CPU are in the README's
 "Performance" section.
 
-Inference keeps Keras' op: there oneDNN fuses the GELU into the matmul, which an XLA call would undo.
-It applies only on the TensorFlow backend, with no GPU visible (unmeasured there), and not inside
-`portable_graph()`, which therefore also gives Keras' GELU in training (the A/B's "before").
+At inference TensorFlow's graph optimiser fuses Keras' GELU into the matmul before it, as a post-op of
+oneDNN's matmul. On the 2-core AMD EPYC with AVX2 that post-op is slow: S/16's (6272 x 512) @ (512 x 2048)
+ran at 0.72x the rate of the same matmul with its bias alone, and a separate compiled GELU pass after
+that matmul brought it back to 0.85x. So traced inference graphs run the compiled forward too
+(`compiled_inference_applies`), for MLPs of at least `MIN_INFERENCE_ELEMENTS_PER_EXAMPLE` hidden values
+per image, on CPUs without AVX-512 (`ONEDNN_GELU_KEPT_WITH`; oneDNN's post-op is unmeasured
+there) and at most `fused_norm.MAX_TENSORFLOW_THREADS` threads, as the XLA norm. Measured with
+`python -m benchmarks.fused_gelu_ab --inference` (README "Performance").
+
+Both apply only on the TensorFlow backend, with no GPU visible (unmeasured there), and not inside
+`portable_graph()`, which therefore gives Keras' GELU (the A/Bs' "before"); SavedModels are traced in it.
+`keras_gelu_at_inference()` keeps Keras' GELU at inference only: the TFLite export traces in it, so the
+converter still finds the GELU it maps to TFLite's own op.
 """
 
+import contextlib
+import contextvars
 import functools
 import math
 
 from keras import ops
 
-from keras_mixer.fused_norm import tensorflow_cpu_xla_allowed
+from keras_mixer.cpu import cpu_model_and_flags
+from keras_mixer.fused_norm import _tracing_a_graph, tensorflow_cpu_xla_allowed, tensorflow_threads
+
+# Below this many hidden values per image the XLA call's fixed cost outweighs the slow post-op: in
+# alternation on the 2-core AVX2 EPYC (float32, 8 rounds), the default Fashion model (16 tokens x 512
+# hidden) ran 0.86x at batch 1 and 1.20x at batch 32, and the size is per image because the batch size
+# is not always known when a graph is traced. S/16's MLPs (196 x 2048 and 512 x 256) are above it: 1.01x
+# at batch 1, 1.12x at batch 32.
+MIN_INFERENCE_ELEMENTS_PER_EXAMPLE = 65_536
+
+# CPUs with any of these flags keep oneDNN's fused GELU at inference: measured only without them.
+ONEDNN_GELU_KEPT_WITH = ("avx512f",)
+
+_KERAS_AT_INFERENCE = contextvars.ContextVar("keras_mixer_keras_gelu_at_inference", default=False)
+
+
+@contextlib.contextmanager
+def keras_gelu_at_inference():
+    """Trace inference graphs with Keras' GELU (which TensorFlow fuses into the matmul); training is unchanged.
+
+    Example:
+    >>> with keras_gelu_at_inference():
+    ...     compiled_inference_applies(10**6)
+    False
+    """
+    token = _KERAS_AT_INFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _KERAS_AT_INFERENCE.reset(token)
+
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC = 0.044715  # the tanh approximation's cubic coefficient (Hendrycks & Gimpel; the official code's)
 
 
-def gelu(x, approximate=True, training=None):
-    """GELU of `x`: Keras' `ops.gelu`, or in training on a TensorFlow CPU the compiled pair (same values).
+def gelu(x, approximate=True, training=None, elements_per_example=None):
+    """GELU of `x`: Keras' `ops.gelu`, or the compiled pair (same values) in training on a TensorFlow CPU and
+    where `compiled_inference_applies(elements_per_example)` (`x`'s hidden values per image, if known).
 
     Example:
     >>> import numpy as np
     >>> [round(float(v), 4) for v in ops.convert_to_numpy(gelu(np.array([-1.0, 0.0, 2.0], "float32")))]
     [-0.1588, 0.0, 1.9546]
     """
-    if not (training and tensorflow_cpu_xla_allowed()):
-        return ops.gelu(x, approximate=approximate)
-    return _compiled_gelu(bool(approximate))(x)
+    if training and tensorflow_cpu_xla_allowed():
+        return _compiled_gelu(bool(approximate))(x)
+    if not training and compiled_inference_applies(elements_per_example):
+        return _compiled_gelu(bool(approximate))(x)
+    return ops.gelu(x, approximate=approximate)
+
+
+def compiled_inference_applies(elements_per_example):
+    """Whether an inference GELU over `elements_per_example` hidden values per image runs compiled here.
+
+    All must hold: at least `MIN_INFERENCE_ELEMENTS_PER_EXAMPLE` (None, unknown, is not); a graph being traced
+    (never eager); `tensorflow_cpu_xla_allowed()`; at most `MAX_TENSORFLOW_THREADS` threads; a CPU without
+    `ONEDNN_GELU_KEPT_WITH` flags; not inside `keras_gelu_at_inference()`.
+    """
+    from keras_mixer import fused_norm  # noqa: PLC0415  (read at call time: the A/B raises its thread limit)
+
+    return (
+        elements_per_example is not None
+        and elements_per_example >= MIN_INFERENCE_ELEMENTS_PER_EXAMPLE
+        and not _KERAS_AT_INFERENCE.get()
+        and tensorflow_cpu_xla_allowed()
+        and _tracing_a_graph()
+        and tensorflow_threads() <= fused_norm.MAX_TENSORFLOW_THREADS
+        and not set(ONEDNN_GELU_KEPT_WITH) & _cpu_flags()
+    )
+
+
+@functools.cache
+def _cpu_flags():
+    return set(cpu_model_and_flags()[1])
 
 
 @functools.cache

@@ -10,11 +10,13 @@ Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
 
 Only `keras.ops` / `keras.layers` are used, so every layer runs on the TensorFlow, JAX and
 PyTorch backends. Two TensorFlow-only fast paths compute the same functions (to rounding): `LayerNormalization`
-fused at inference (`fused_norm.py`) and the GELU's forward and gradient compiled in training (`fused_gelu.py`).
+fused at inference (`fused_norm.py`) and the GELU compiled, in training and at inference on some CPUs (`fused_gelu.py`).
 Sub-layer names mirror the official Flax checkpoint (`token_mixing/Dense_0`, `LayerNorm_1`, ...),
 which makes weight conversion a rename table (see `checkpoints.py`).
 The model assembly (pre-head norm, pooling, head) lives in `model.py`.
 """
+
+import math
 
 import keras
 from keras import ops
@@ -150,7 +152,8 @@ class MlpBlock(keras.layers.Layer):
     channels). Optional dropout after the GELU and after the output projection (timm's
     placement; the official model has none). Kernels lecun-normal, biases zero.
     `activation="relu"` swaps the GELU for a ReLU (not the paper's model; faster on CPU). In training
-    on TensorFlow the GELU's forward and gradient run compiled (`keras_mixer.fused_gelu`; same values).
+    on TensorFlow the GELU's forward and gradient run compiled, and at inference on some CPUs its forward
+    (`keras_mixer.fused_gelu`; same values).
 
     Example:
     >>> import numpy as np
@@ -183,7 +186,8 @@ class MlpBlock(keras.layers.Layer):
             x = ops.reshape(x, (-1, x.shape[-1]))
         x = self.dense_0(x)
         if self.activation == "gelu":
-            x = gelu(x, approximate=self.gelu_approximate, training=training)
+            per_example = math.prod(inner_shape) * self.mlp_dim if None not in inner_shape else None
+            x = gelu(x, approximate=self.gelu_approximate, training=training, elements_per_example=per_example)
         else:
             x = ops.relu(x)
         x = self.dropout(x, training=training)

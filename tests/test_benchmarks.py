@@ -23,6 +23,7 @@ from benchmarks import (
     fused_norm_ab,
     fused_update_ab,
     gpu_check,
+    inference_gelu_ab,
     mlp_layout,
     op_breakdown,
     paths_ab,
@@ -33,7 +34,7 @@ from benchmarks.alternation import alternate_train_steps
 from benchmarks.flops import flops_per_image, gemm_operands
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
 from benchmarks.run import check_targets, target_classes
-from keras_mixer import fused_norm
+from keras_mixer import fused_gelu, fused_norm
 from keras_mixer.fused_norm import onednn_enabled
 from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
@@ -178,7 +179,7 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
 
     steps = dry_steps()
-    assert len(steps) == 12 and (tmp_path / "out" / "lscpu.txt").exists()
+    assert len(steps) == 14 and (tmp_path / "out" / "lscpu.txt").exists()
     rows, peer, ab = dry_steps("rows"), dry_steps("peer"), dry_steps("ab")  # one lent-machine call each
     assert rows + peer + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
     assert {w[w.index("-m") + 1] for w in peer} == {"benchmarks.peer_ab"}
@@ -280,6 +281,27 @@ def test_the_fused_gelu_ab_times_both_train_steps_in_alternation(tmp_path, capsy
     assert "compiled faster in" in capsys.readouterr().out
     assert fused_gelu_ab.main(["--rounds", "0", "--steps", "-1"]) == EXIT_BAD_INPUT
     assert "--rounds must be >= 1. Received: 0; --steps must be >= 1. Received: -1" in capsys.readouterr().err
+
+
+def test_the_inference_gelu_ab_times_both_forward_passes_and_restores_the_package_settings(tmp_path, capsys):
+    out = tmp_path / "new" / "ab.json"
+    settings = (fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH,
+                fused_norm.MAX_TENSORFLOW_THREADS)  # fmt: skip
+    args = ["--preset", "fashion", "--batch-size", "2", "--rounds", "2", "--min-elements", "0", "--json", str(out)]
+    assert inference_gelu_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert len(report["ratios_compiled_over_onednn"]) == 2 and report["machine"]["cpu"]
+    assert all(rate > 0 for rates in report["images_per_second"].values() for rate in rates)
+    assert report["xla_gelu_ran"] is True and report["min_elements_per_example"] == 0
+    assert 0 < report["max_output_difference"] < 1e-4  # a random head: the outputs differ only by rounding
+    assert "compiled faster in" in capsys.readouterr().out
+    assert settings == (fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH,
+                        fused_norm.MAX_TENSORFLOW_THREADS)  # fmt: skip
+    bad = ["--rounds", "0", "--min-elements", "-1", "--preset", "mixer_x9", "--json", str(tmp_path)]
+    assert inference_gelu_ab.main(bad) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "is a folder" in error
+    assert "--min-elements must be >= 0. Received: -1" in error
 
 
 def test_the_fused_update_ab_refuses_bad_flags(capsys, tmp_path):

@@ -1,5 +1,6 @@
-"""`fused_gelu`: the compiled GELU of training has the GELU's values and derivative (against float64 references
-and finite differences), runs in training on TensorFlow, and nowhere else (inference, `portable_graph()`)."""
+"""`fused_gelu`: the compiled GELU has the GELU's values and derivative (against float64 references and finite
+differences); it runs in training on TensorFlow, and at traced inference only for large MLPs on CPUs the rule
+admits, never in `portable_graph()`, SavedModels or TFLite files; a model using it gives the official logits."""
 
 import math
 
@@ -8,12 +9,27 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mixer import MLPMixer
-from keras_mixer.fused_gelu import gelu
+from keras_mixer import MLPMixer, fused_gelu, fused_norm, load_official_weights
+from keras_mixer.export import export_tflite, write_saved_model
+from keras_mixer.fused_gelu import MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, gelu, keras_gelu_at_inference
 from keras_mixer.fused_norm import portable_graph
 from keras_mixer.layers import MlpBlock
-from tests.reference_mixer import gelu_tanh
-from tests.test_fused_norm import _xla_marked
+from keras_mixer.lite import TFLiteClassifier
+from tests.model_checks import random_images
+from tests.reference_mixer import gelu_tanh, official_logits, random_official_checkpoint
+from tests.test_fused_norm import _any_batch, _saved_model_xla_marked, _xla_marked
+
+# 256 tokens x a 256-wide channel MLP: 65,536 hidden values per image, the inference threshold; the token MLP
+# (16 channels x 8) stays below it.
+GELU_SIZED = dict(num_classes=3, image_size=64, patch_size=4, num_channels=1, num_blocks=2, hidden_dim=16,
+                  tokens_mlp_dim=8, channels_mlp_dim=256)  # fmt: skip
+
+
+@pytest.fixture
+def cpu_rule_admits(monkeypatch):
+    """The inference rule's CPU and thread conditions met on any machine (this one's flags may exclude it)."""
+    monkeypatch.setattr(fused_gelu, "ONEDNN_GELU_KEPT_WITH", ())
+    monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", math.inf)
 
 
 def _gelu_erf(x):
@@ -58,18 +74,58 @@ def test_lower_precisions_round_the_float64_result_once(approximate, dtype, tole
     assert np.max(np.abs(gradient.astype("float64") - slope)) <= 2 * tolerance
 
 
-def test_it_runs_in_training_only_and_not_inside_portable_graph():
+def _traced(block, x, training):
+    return tf.function(lambda t: block(t, training=training)).get_concrete_function(x).graph.as_graph_def()
+
+
+def test_small_mlps_run_it_in_training_only_and_not_inside_portable_graph(cpu_rule_admits):
     block = MlpBlock(mlp_dim=16)
     x = tf.constant(np.random.default_rng(0).standard_normal((2, 5, 8)), tf.float32)
     block(x)
-
-    def traced(training):
-        return tf.function(lambda t: block(t, training=training)).get_concrete_function(x).graph.as_graph_def()
-
-    assert _xla_marked(traced(True))
-    assert not _xla_marked(traced(False))
+    assert _xla_marked(_traced(block, x, True))
+    assert not _xla_marked(_traced(block, x, False))
     with portable_graph():
-        assert not _xla_marked(traced(True))
+        assert not _xla_marked(_traced(block, x, True))
+
+
+def test_large_mlps_run_it_at_traced_inference_where_the_rule_admits(cpu_rule_admits, monkeypatch):
+    block = MlpBlock(mlp_dim=256)
+    rng = np.random.default_rng(1)
+    at_threshold = tf.constant(rng.standard_normal((2, MIN_INFERENCE_ELEMENTS_PER_EXAMPLE // 256, 8)), tf.float32)
+    just_below = at_threshold[:, 1:]
+    block(at_threshold)
+    assert _xla_marked(_traced(block, at_threshold, False))
+    assert not _xla_marked(_traced(block, just_below, False))
+    for context in (portable_graph, keras_gelu_at_inference):
+        with context():
+            assert not _xla_marked(_traced(block, at_threshold, False))
+    compiled = tf.function(lambda t: block(t, training=False))(at_threshold).numpy()
+    with keras_gelu_at_inference():
+        keras_op = tf.function(lambda t: block(t, training=False))(at_threshold).numpy()
+    np.testing.assert_allclose(compiled, keras_op, rtol=1e-5, atol=1e-5 * np.abs(keras_op).max())
+    monkeypatch.setattr(fused_gelu, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(fused_gelu, "ONEDNN_GELU_KEPT_WITH", ("avx512f",))
+    assert not _xla_marked(_traced(block, at_threshold, False))  # oneDNN's GELU is kept on such a CPU
+
+
+def test_a_model_running_it_gives_the_official_logits_and_exports_keep_keras_gelu(cpu_rule_admits, tmp_path):
+    params = random_official_checkpoint(np.random.default_rng(8), patch=4, channels=1, hidden=16, tokens=256,
+                                        tokens_mlp=8, channels_mlp=256, blocks=2, classes=3)  # fmt: skip
+    np.savez(tmp_path / "checkpoint.npz", **params)
+    model = MLPMixer(**GELU_SIZED)
+    load_official_weights(model, tmp_path / "checkpoint.npz")
+    images = random_images(3, size=64, channels=1, seed=9)
+    expected = official_logits(params, images)
+    assert np.abs(expected).max() > 0.5  # not a degenerate comparison of near-zeros
+    forward = tf.function(lambda t: model(t, training=False), input_signature=_any_batch(images))
+    assert len(_xla_marked(forward.get_concrete_function().graph.as_graph_def())) >= 2  # one per block
+    for logits in (forward(tf.constant(images)).numpy(), model.predict(images, verbose=0)):
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    write_saved_model(model, str(tmp_path / "served"), ["a", "b", "c"], top_k=2)
+    assert _saved_model_xla_marked(str(tmp_path / "served")) == []
+    export_tflite(model, str(tmp_path / "model.tflite"))
+    ops = [op["op_name"] for op in TFLiteClassifier(tmp_path / "model.tflite").interpreter._get_ops_details()]
+    assert ops.count("GELU") == 4 and "LOGISTIC" not in ops, ops  # TFLite's own GELU, both MLPs of both blocks
 
 
 @pytest.mark.parametrize("approximate", [True, False])

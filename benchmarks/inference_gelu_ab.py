@@ -1,0 +1,141 @@
+"""The compiled GELU at inference against oneDNN's fused one, in alternation: the A/B behind its setting.
+
+    python -m benchmarks.inference_gelu_ab --preset mixer_s16 --batch-size 32 --rounds 10
+
+Builds one model and traces its forward pass twice, both with the batch size unknown (as
+`MLPMixer.predict` and the SavedModels trace it, so both run oneDNN's norm): once with each large GELU
+one XLA-compiled call after a matmul fused with its bias ("compiled"), and once inside
+`keras_gelu_at_inference()`, where TensorFlow fuses Keras' GELU into the matmul as a oneDNN post-op
+("onednn"). Then it times the two in alternation, `--rounds` times, `--calls` forward passes each, so
+both see the machine in the same state. The compiled side runs whatever the CPU's flags and thread count
+(the A/B is the measurement behind `ONEDNN_GELU_KEPT_WITH`); `--min-elements` replaces
+`MIN_INFERENCE_ELEMENTS_PER_EXAMPLE` (0 compiles every GELU). Prints the per-round ratios and writes
+JSON (`--json`) with the CPU named, whether the XLA GELU ran, and the largest difference of the two
+sides' outputs.
+"""
+
+import argparse
+import math
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.alternation import (  # noqa: E402
+    ab_summary,
+    at_least_one_problems,
+    command_line,
+    images_per_second_in_alternation,
+    json_flag_problems,
+    print_ab,
+    refuse,
+    write_report,
+)
+from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
+from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+MODULE = "benchmarks.inference_gelu_ab"
+
+
+def forward_passes(model, images):
+    """({"compiled": ..., "onednn": ...} forward passes on `images`, the two sides' largest output difference)."""
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from keras_mixer.fused_gelu import keras_gelu_at_inference  # noqa: PLC0415
+    from keras_mixer.predict_trace import any_batch_size_spec  # noqa: PLC0415
+
+    images = tf.constant(images)
+    spec = [any_batch_size_spec(images)]
+    compiled = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    onednn = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    compiled_outputs = compiled(images).numpy()
+    with keras_gelu_at_inference():
+        onednn_outputs = onednn(images).numpy()  # traced (and so fixed) with Keras' GELU
+    difference = float(np.abs(compiled_outputs - onednn_outputs).max())
+    runs = {name: (lambda f=function: f(images).numpy()) for name, function in
+            (("compiled", compiled), ("onednn", onednn))}  # fmt: skip
+    return runs, difference
+
+
+def with_random_head(model, seed=0):
+    """`model` with its zero-initialised head set to small random values, so that its outputs tell the two
+    sides apart (a zero head gives the same zeros whatever the GELU)."""
+    import numpy as np  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    for variable in model.get_layer("head").weights:
+        variable.assign(rng.normal(0.0, 0.05, variable.shape).astype(variable.dtype))
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--calls", type=int, default=2, help="forward passes timed per round and path")
+    parser.add_argument(
+        "--min-elements",
+        type=int,
+        help="compile GELUs from this many hidden values per image instead of the package's "
+        "MIN_INFERENCE_ELEMENTS_PER_EXAMPLE (0 compiles every GELU: the evidence for that threshold)",
+    )
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    from benchmarks.fused_norm_ab import op_ran  # noqa: PLC0415
+    from benchmarks.op_breakdown import XLA_OP_TYPE  # noqa: PLC0415
+    from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from keras_mixer import fused_gelu, fused_norm  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, calls=args.calls)
+    if args.min_elements is not None and args.min_elements < 0:
+        bad.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
+    bad += json_flag_problems(args.json)
+    if bad:
+        return refuse(bad)
+    try:
+        model, config = build_model(args.preset, args.precision)
+    except ValueError as error:
+        return refuse([str(error)])
+    package = (fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH)
+    package_threads = fused_norm.MAX_TENSORFLOW_THREADS
+    threshold = package[0] if args.min_elements is None else args.min_elements
+    # read when the forward pass is traced
+    fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH = threshold, ()
+    fused_norm.MAX_TENSORFLOW_THREADS = math.inf
+    try:
+        runs, difference = forward_passes(with_random_head(model), synthetic_images(config, args.batch_size))
+        xla_ran = op_ran(runs["compiled"], XLA_OP_TYPE)
+        rates = images_per_second_in_alternation(runs, args.rounds, args.batch_size, args.calls)
+    finally:
+        (fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH) = package
+        fused_norm.MAX_TENSORFLOW_THREADS = package_threads
+    report = {
+        "command": command_line(MODULE, argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "min_elements_per_example": threshold,
+        "tensorflow_threads": fused_norm.tensorflow_threads(),
+        "xla_gelu_ran": xla_ran,
+        "max_output_difference": difference,
+        **ab_summary(rates, "compiled", "onednn"),
+    }
+    print_ab(report, f"{args.preset} {args.precision} batch {args.batch_size}", "compiled", "onednn",
+             "oneDNN's fused GELU")  # fmt: skip
+    print(f"largest output difference {difference:.2e}")
+    if not xla_ran:
+        print(f"note: no GELU ran compiled (none has {threshold} hidden values per image, or no TensorFlow CPU)")
+    if args.json:
+        write_report(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
