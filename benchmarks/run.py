@@ -376,7 +376,7 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
     from benchmarks.frozen_weights_ab import measure_in_a_process  # noqa: PLC0415
     from benchmarks.op_breakdown import op_breakdown  # noqa: PLC0415
     from keras_mixer.export import with_precision  # noqa: PLC0415
-    from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415
+    from keras_mixer.fused_norm import keras_layer_norm  # noqa: PLC0415
 
     model, config = build_model(name)
     bf16_model = with_precision(model, "bfloat16") if "bfloat16" in rows_wanted else None
@@ -392,7 +392,7 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
         if "keras" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats)
             rows.append(_row("keras", rates, config, batch_size, limit32, latencies))
-            with portable_graph():  # the before: Keras' own layer norm op (keras_mixer/fused_norm.py)
+            with keras_layer_norm():  # the before: Keras' own layer norm op (keras_mixer/fused_norm.py)
                 rates, latencies = keras_inference(model, config, batch_size, repeats)
             rows.append(_row("keras_unfused_norm", rates, config, batch_size, limit32, latencies))
         if with_peer:
@@ -412,7 +412,7 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
         if bf16_model is not None:
             rates, latencies = keras_inference(bf16_model, config, batch_size, repeats)
             rows.append(_row("keras_bfloat16", rates, config, batch_size, limit16, latencies))
-            with portable_graph():
+            with keras_layer_norm():
                 rates, latencies = keras_inference(bf16_model, config, batch_size, repeats)
             rows.append(_row("keras_bfloat16_unfused_norm", rates, config, batch_size, limit16, latencies))
             if with_peer:

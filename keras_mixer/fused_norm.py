@@ -53,6 +53,7 @@ from keras_mixer.cpu import cpu_model_and_flags
 
 _PORTABLE = contextvars.ContextVar("keras_mixer_portable_graph", default=False)
 _ONEDNN_NORM = contextvars.ContextVar("keras_mixer_onednn_norm", default=True)
+_KERAS_NORM = contextvars.ContextVar("keras_mixer_keras_layer_norm", default=False)
 
 # Below this many elements per example a fused norm's fixed cost can outweigh the passes it saves: with
 # every norm fused, the default Fashion model (16 x 128 per image) ran 0.85x at batch 1 and 1.04x at
@@ -122,15 +123,38 @@ def without_onednn_norm():
         yield
 
 
+@contextlib.contextmanager
+def keras_layer_norm():
+    """Trace graphs whose norms run Keras' op, neither fused form; nothing else changes (the compiled GELU stays).
+
+    What `benchmarks.run`'s `*_unfused_norm` rows run: the package's graph without its fused norms.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> from keras_mixer.layers import LayerNormalization
+    >>> seen, norm = [], LayerNormalization()
+    >>> def trace(x):
+    ...     seen.append(_fusable(norm, x, training=False))
+    ...     return x
+    >>> with keras_layer_norm():
+    ...     _ = tf.function(trace).get_concrete_function(tf.TensorSpec((None, 256, 256)))
+    >>> seen
+    [False]
+    """
+    with _setting(_KERAS_NORM, True):
+        yield
+
+
 def _fusable(norm, inputs, training):
-    """What both fused norms need: inference (`training` falsy), the last axis only, at least
-    `MIN_ELEMENTS_PER_EXAMPLE` elements per example (known when traced), `center` and `scale` on, no
-    `rms_scaling`."""
+    """What both fused norms need: inference (`training` falsy), not inside `keras_layer_norm()`, the last
+    axis only, at least `MIN_ELEMENTS_PER_EXAMPLE` elements per example (known when traced), `center` and
+    `scale` on, no `rms_scaling`."""
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
     per_example = math.prod(dim or 0 for dim in inputs.shape[1:])  # an unknown size counts as 0
     return (
         not training
+        and not _KERAS_NORM.get()
         and [axis % rank for axis in axes] == [rank - 1]
         and per_example >= MIN_ELEMENTS_PER_EXAMPLE
         and norm.center
@@ -143,11 +167,11 @@ def onednn_inference_applies(norm, inputs, training):
     """Whether `norm` (a LayerNormalization) may run `onednn_layer_norm` on `inputs` in this call.
 
     All must hold: `_fusable`; a graph being traced (never eager); a batch size unknown when traced, or
-    known outside `portable_graph()` (whose known-batch graphs keep Keras' op: the before of
-    `benchmarks.run`'s `*_unfused_norm` rows); not inside `without_onednn_norm()`; 2-D or 3-D float32 or
-    bfloat16 inputs (what TensorFlow's rewrite takes; bfloat16 only where oneDNN takes it,
-    `_onednn_takes_bfloat16`); the TensorFlow backend with oneDNN on (`onednn_enabled`: without it
-    nothing rewrites the ops); no GPU. `portable_graph()` allows the unknown-batch case: it is no XLA.
+    known outside `portable_graph()` (whose known-batch graphs keep Keras' op); not inside
+    `without_onednn_norm()`; 2-D or 3-D float32 or bfloat16 inputs (what TensorFlow's rewrite takes;
+    bfloat16 only where oneDNN takes it, `_onednn_takes_bfloat16`); the TensorFlow backend with oneDNN on
+    (`onednn_enabled`: without it nothing rewrites the ops); no GPU. `portable_graph()` allows the
+    unknown-batch case: it is no XLA.
     """
     dtype = keras.backend.standardize_dtype(inputs.dtype)
     return (

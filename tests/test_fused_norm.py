@@ -19,6 +19,7 @@ from keras_mixer.export import export_tflite, write_saved_model
 from keras_mixer.fused_norm import (
     MIN_ELEMENTS_PER_EXAMPLE,
     fused_inference_applies,
+    keras_layer_norm,
     onednn_enabled,
     onednn_inference_applies,
     portable_graph,
@@ -230,9 +231,16 @@ def test_a_known_batch_size_runs_onednns_norm_and_more_threads_than_the_limit_ke
         ops = _executed_op_types(forward, tf.constant(x))
         assert "_MklLayerNorm" in ops and "SquaredDifference" not in ops, ops  # oneDNN's norm, not Keras' op
     np.testing.assert_allclose(forward(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
-    with portable_graph():  # the known-batch graphs of exports keep Keras' op (benchmarks' *_unfused_norm)
+    with portable_graph():  # the known-batch graphs of exports keep Keras' op
         portable = tf.function(lambda t: norm(t, training=False))
         assert _fused_form(_traced(norm, x, training=False)) is None
+    for batch in (
+        tf.constant(x),
+        _any_batch(x)[0],
+    ):  # benchmarks' *_unfused_norm rows: Keras' op, batch size known or not
+        with keras_layer_norm():
+            graph = tf.function(lambda t: norm(t, training=False)).get_concrete_function(batch).graph
+        assert _fused_form(graph.as_graph_def()) is None
     np.testing.assert_allclose(portable(tf.constant(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
     # Where oneDNN's norm cannot run, the XLA norm only up to the thread limit, then Keras' op.
     with without_onednn_norm():
