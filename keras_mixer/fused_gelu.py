@@ -1,4 +1,4 @@
-"""The GELU of training on TensorFlow: its forward and its gradient each as one XLA-compiled pass.
+"""The GELU compiled on TensorFlow: in training its forward and gradient, at inference on some CPUs its forward.
 
 In a training step TensorFlow cannot fuse the GELU into the matmul before it (the backward pass needs
 its input), so Keras' formula runs as separate element-wise ops: about seven passes over the hidden
@@ -12,11 +12,11 @@ optimiser, timed in alternation with Keras' GELU); the figures and the CPU are i
 At inference TensorFlow's graph optimiser fuses Keras' GELU into the matmul before it, as a post-op of
 oneDNN's matmul. On the 2-core AMD EPYC with AVX2 that post-op is slow: S/16's (6272 x 512) @ (512 x 2048)
 ran at 0.72x the rate of the same matmul with its bias alone, and a separate compiled GELU pass after
-that matmul brought it back to 0.85x. So traced inference graphs run the compiled forward too
-(`compiled_inference_applies`), for MLPs of at least `MIN_INFERENCE_ELEMENTS_PER_EXAMPLE` hidden values
-per image, on CPUs without AVX-512 (`ONEDNN_GELU_KEPT_WITH`; oneDNN's post-op is unmeasured
-there) and at most `fused_norm.MAX_TENSORFLOW_THREADS` threads, as the XLA norm. Measured with
-`python -m benchmarks.fused_gelu_ab --inference` (README "Performance").
+that matmul brought it back to about 0.85x (a probe). So traced inference graphs run the compiled forward
+too (`compiled_inference_applies`), for MLPs of at least `MIN_INFERENCE_ELEMENTS_PER_EXAMPLE` hidden
+values per image, on CPUs without AVX-512 (`ONEDNN_GELU_KEPT_WITH`: the compiled pass is unmeasured on
+them) and at most `fused_norm.MAX_TENSORFLOW_THREADS` threads, as the XLA norm. Measured with
+`python -m benchmarks.inference_gelu_ab` (README "Performance").
 
 Both apply only on the TensorFlow backend, with no GPU visible (unmeasured there), and not inside
 `portable_graph()`, which therefore gives Keras' GELU (the A/Bs' "before"); SavedModels are traced in it.
@@ -34,11 +34,11 @@ from keras import ops
 from keras_mixer.cpu import cpu_model_and_flags
 from keras_mixer.fused_norm import _tracing_a_graph, tensorflow_cpu_xla_allowed, tensorflow_threads
 
-# Below this many hidden values per image the XLA call's fixed cost outweighs the slow post-op: in
-# alternation on the 2-core AVX2 EPYC (float32, 8 rounds), the default Fashion model (16 tokens x 512
-# hidden) ran 0.86x at batch 1 and 1.20x at batch 32, and the size is per image because the batch size
-# is not always known when a graph is traced. S/16's MLPs (196 x 2048 and 512 x 256) are above it: 1.01x
-# at batch 1, 1.12x at batch 32.
+# Below this many hidden values per image the XLA call's fixed cost outweighs the slow post-op. In alternation
+# on the 2-core AVX2 EPYC (`benchmarks.inference_gelu_ab`, float32, 10 rounds; README "Performance") the
+# default Fashion model (16 tokens x 512 hidden) with every GELU compiled ran 0.81x at batch 1 and 1.22x at
+# batch 32, and the size is per image because the batch size is not always known when a graph is traced.
+# S/16's MLPs (196 x 2048 and 512 x 256) are above it: 1.05x at batch 1, 1.11x at batch 32.
 MIN_INFERENCE_ELEMENTS_PER_EXAMPLE = 65_536
 
 # CPUs with any of these flags keep oneDNN's fused GELU at inference: measured only without them.
