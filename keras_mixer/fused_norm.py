@@ -87,7 +87,7 @@ def _setting(variable, value):
 def portable_graph():
     """Trace graphs that any TensorFlow runtime runs, TF Serving included: no XLA-compiled pieces.
 
-    Neither the XLA norm of inference nor the compiled GELU of training (`keras_mixer.fused_gelu`); oneDNN's
+    Neither the XLA norm of inference nor the compiled GELU (`keras_mixer.fused_gelu`); oneDNN's
     norm, plain TensorFlow ops, stays.
 
     Example:
