@@ -5,6 +5,7 @@ paths in turn, round after round, lets both see the machine in the same state.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -191,6 +192,79 @@ def parse_train_ab(parser, argv):
         args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
     )
     return args, config, problems + json_flag_problems(args.json)
+
+
+def forward_ab_parser(module, description, rounds, calls, min_elements_help):
+    """The flags of every forward-pass A/B of a fused piece: --preset, --precision, --batch-size, --rounds,
+    --calls, --min-elements (the piece's size threshold, `min_elements_help` saying which), --json, --verbose."""
+    from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: PLC0415
+    from training.quiet import add_verbose_flag  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--calls", type=int, default=calls, help="forward passes timed per round and path")
+    parser.add_argument("--min-elements", type=int, help=min_elements_help)
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    return parser
+
+
+def parse_forward_ab(parser, argv):
+    """(args, every problem with the flags, the preset's included): logs quieted, flags checked at once."""
+    from training.quiet import quiet_logs  # noqa: PLC0415
+
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    _, problems = preset_and_count_problems(
+        args.preset, batch_size=args.batch_size, rounds=args.rounds, calls=args.calls
+    )
+    if args.min_elements is not None and args.min_elements < 0:
+        problems.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
+    return args, problems + json_flag_problems(args.json)
+
+
+def forward_ab_report(module, argv, args, threshold):
+    """The fields every forward-pass A/B's JSON starts with: command, machine, preset, precision, batch size,
+    the size threshold it ran with, and TensorFlow's thread count."""
+    from keras_mixer.fused_norm import tensorflow_threads  # noqa: PLC0415
+    from training.machine import machine_description  # noqa: PLC0415
+
+    return {
+        "command": command_line(module, argv),
+        "machine": machine_description(),
+        "preset": args.preset,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "min_elements_per_example": threshold,
+        "tensorflow_threads": tensorflow_threads(),
+    }
+
+
+@contextlib.contextmanager
+def module_settings(*settings):
+    """Each (module, name, value) set for the block and put back after it, whatever happens in it.
+
+    The A/Bs raise the package's thresholds this way, as they are read when a graph is traced.
+
+    Example:
+    >>> import types
+    >>> module = types.SimpleNamespace(LIMIT=2)
+    >>> with module_settings((module, "LIMIT", 8)):
+    ...     inside = module.LIMIT
+    >>> inside, module.LIMIT
+    (8, 2)
+    """
+    saved = [(module, name, getattr(module, name)) for module, name, _ in settings]
+    try:
+        for module, name, value in settings:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def refuse(problems):

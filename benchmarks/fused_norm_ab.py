@@ -18,7 +18,6 @@ The XLA side is fused whatever the thread count (the A/B is the measurement behi
 runs on all cores.
 """
 
-import argparse
 import math
 import os
 import sys
@@ -27,17 +26,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
-    at_least_one_problems,
-    command_line,
+    forward_ab_parser,
+    forward_ab_report,
     images_per_second_in_alternation,
-    json_flag_problems,
+    module_settings,
+    parse_forward_ab,
     print_ab,
     ratios_only,
+    refuse,
     write_report,
 )
 from benchmarks.op_breakdown import XLA_OP_TYPE, profile_by_op_type  # noqa: E402
-from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
-from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
+
+MODULE = "benchmarks.fused_norm_ab"
 
 
 def forward_passes(model, images):
@@ -66,58 +67,32 @@ def op_ran(forward, op):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.fused_norm_ab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
-    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=3, help="forward passes timed per round and path")
-    parser.add_argument(
-        "--min-elements",
-        type=int,
-        help="fuse norms from this many elements per example instead of the package's "
+    parser = forward_ab_parser(
+        MODULE,
+        __doc__.split("\n\n")[0],
+        rounds=15,
+        calls=3,
+        min_elements_help="fuse norms from this many elements per example instead of the package's "
         "MIN_ELEMENTS_PER_EXAMPLE (0 fuses every norm: the evidence for that threshold)",
     )
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
+    args, problems = parse_forward_ab(parser, argv)
+    if problems:
+        return refuse(problems)
     from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
     from keras_mixer import fused_norm  # noqa: PLC0415
-    from training import EXIT_BAD_INPUT  # noqa: PLC0415
-    from training.machine import machine_description  # noqa: PLC0415
 
-    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, calls=args.calls)
-    if args.min_elements is not None and args.min_elements < 0:
-        bad.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
-    bad += json_flag_problems(args.json)
-    if bad:
-        print("error: " + "; ".join(bad), file=sys.stderr)
-        return EXIT_BAD_INPUT
-    try:
-        model, config = build_model(args.preset, args.precision)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    package_settings = (fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS)
-    threshold = package_settings[0] if args.min_elements is None else args.min_elements
+    model, config = build_model(args.preset, args.precision)
+    threshold = fused_norm.MIN_ELEMENTS_PER_EXAMPLE if args.min_elements is None else args.min_elements
     # read when the forward pass is traced
-    fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = threshold, math.inf
-    try:
+    with module_settings(
+        (fused_norm, "MIN_ELEMENTS_PER_EXAMPLE", threshold), (fused_norm, "MAX_TENSORFLOW_THREADS", math.inf)
+    ):
         runs = forward_passes(model, synthetic_images(config, args.batch_size))
         onednn_ran = op_ran(runs["onednn"], "_MklLayerNorm")
         xla_ran = op_ran(runs["fused"], XLA_OP_TYPE)  # the package would run oneDNN's norm there
         rates = images_per_second_in_alternation(runs, args.rounds, args.batch_size, args.calls)
-    finally:
-        fused_norm.MIN_ELEMENTS_PER_EXAMPLE, fused_norm.MAX_TENSORFLOW_THREADS = package_settings
     report = {
-        "command": command_line("benchmarks.fused_norm_ab", argv),
-        "machine": machine_description(),
-        "preset": args.preset,
-        "precision": args.precision,
-        "batch_size": args.batch_size,
-        "min_elements_per_example": threshold,
-        "tensorflow_threads": fused_norm.tensorflow_threads(),
+        **forward_ab_report(MODULE, argv, args, threshold),
         "onednn_layer_norm_ran": onednn_ran,
         "xla_norm_ran": xla_ran,
         **ab_summary(rates, "fused", "unfused"),

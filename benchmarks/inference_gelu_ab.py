@@ -14,7 +14,6 @@ JSON (`--json`) with the CPU named, whether the XLA GELU ran, and the largest di
 sides' outputs.
 """
 
-import argparse
 import math
 import os
 import sys
@@ -23,16 +22,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
-    at_least_one_problems,
-    command_line,
+    forward_ab_parser,
+    forward_ab_report,
     images_per_second_in_alternation,
-    json_flag_problems,
+    module_settings,
+    parse_forward_ab,
     print_ab,
     refuse,
     write_report,
 )
-from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
-from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 MODULE = "benchmarks.inference_gelu_ab"
 
@@ -70,59 +68,35 @@ def with_random_head(model, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
-    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--calls", type=int, default=2, help="forward passes timed per round and path")
-    parser.add_argument(
-        "--min-elements",
-        type=int,
-        help="compile GELUs from this many hidden values per image instead of the package's "
+    parser = forward_ab_parser(
+        MODULE,
+        __doc__.split("\n\n")[0],
+        rounds=10,
+        calls=2,
+        min_elements_help="compile GELUs from this many hidden values per image instead of the package's "
         "MIN_INFERENCE_ELEMENTS_PER_EXAMPLE (0 compiles every GELU: the evidence for that threshold)",
     )
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
+    args, problems = parse_forward_ab(parser, argv)
+    if problems:
+        return refuse(problems)
     from benchmarks.fused_norm_ab import op_ran  # noqa: PLC0415
     from benchmarks.op_breakdown import XLA_OP_TYPE  # noqa: PLC0415
     from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
     from keras_mixer import fused_gelu, fused_norm  # noqa: PLC0415
-    from training.machine import machine_description  # noqa: PLC0415
 
-    bad = at_least_one_problems(batch_size=args.batch_size, rounds=args.rounds, calls=args.calls)
-    if args.min_elements is not None and args.min_elements < 0:
-        bad.append(f"--min-elements must be >= 0. Received: {args.min_elements}")
-    bad += json_flag_problems(args.json)
-    if bad:
-        return refuse(bad)
-    try:
-        model, config = build_model(args.preset, args.precision)
-    except ValueError as error:
-        return refuse([str(error)])
-    package = (fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH)
-    package_threads = fused_norm.MAX_TENSORFLOW_THREADS
-    threshold = package[0] if args.min_elements is None else args.min_elements
-    # read when the forward pass is traced
-    fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH = threshold, ()
-    fused_norm.MAX_TENSORFLOW_THREADS = math.inf
-    try:
+    model, config = build_model(args.preset, args.precision)
+    threshold = fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE if args.min_elements is None else args.min_elements
+    # read when the forward pass is traced; the compiled side runs whatever this CPU and its thread count
+    with module_settings(
+        (fused_gelu, "MIN_INFERENCE_ELEMENTS_PER_EXAMPLE", threshold),
+        (fused_gelu, "ONEDNN_GELU_KEPT_WITH", ()),
+        (fused_norm, "MAX_TENSORFLOW_THREADS", math.inf),
+    ):
         runs, difference = forward_passes(with_random_head(model), synthetic_images(config, args.batch_size))
         xla_ran = op_ran(runs["compiled"], XLA_OP_TYPE)
         rates = images_per_second_in_alternation(runs, args.rounds, args.batch_size, args.calls)
-    finally:
-        (fused_gelu.MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, fused_gelu.ONEDNN_GELU_KEPT_WITH) = package
-        fused_norm.MAX_TENSORFLOW_THREADS = package_threads
     report = {
-        "command": command_line(MODULE, argv),
-        "machine": machine_description(),
-        "preset": args.preset,
-        "precision": args.precision,
-        "batch_size": args.batch_size,
-        "min_elements_per_example": threshold,
-        "tensorflow_threads": fused_norm.tensorflow_threads(),
+        **forward_ab_report(MODULE, argv, args, threshold),
         "xla_gelu_ran": xla_ran,
         "max_output_difference": difference,
         **ab_summary(rates, "compiled", "onednn"),

@@ -31,6 +31,7 @@ import math
 
 from keras import ops
 
+from keras_mixer import fused_norm  # its MAX_TENSORFLOW_THREADS is read at call time (the A/B raises it)
 from keras_mixer.cpu import cpu_model_and_flags
 from keras_mixer.fused_norm import _tracing_a_graph, tensorflow_cpu_xla_allowed, tensorflow_threads
 
@@ -90,8 +91,6 @@ def compiled_inference_applies(elements_per_example):
     (never eager); `tensorflow_cpu_xla_allowed()`; at most `MAX_TENSORFLOW_THREADS` threads; a CPU without
     `ONEDNN_GELU_KEPT_WITH` flags; not inside `keras_gelu_at_inference()`.
     """
-    from keras_mixer import fused_norm  # noqa: PLC0415  (read at call time: the A/B raises its thread limit)
-
     return (
         elements_per_example is not None
         and elements_per_example >= MIN_INFERENCE_ELEMENTS_PER_EXAMPLE

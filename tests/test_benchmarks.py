@@ -301,7 +301,7 @@ def test_the_inference_gelu_ab_times_both_forward_passes_and_restores_the_packag
     assert inference_gelu_ab.main(bad) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "is a folder" in error
-    assert "--min-elements must be >= 0. Received: -1" in error
+    assert "--min-elements must be >= 0. Received: -1" in error and "unknown model 'mixer_x9'" in error
 
 
 def test_the_fused_update_ab_refuses_bad_flags(capsys, tmp_path):
