@@ -7,12 +7,13 @@
 #     to be made): the issue's goals;
 #   - peer (timeouts 380 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
 #     after round (peer_ab): float32 and bf16 inference at batch 32, float32 and bf16 training steps;
-#   - ab (timeouts 445 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
+#   - ab (timeouts 485 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
 #     bf16 and float32), the compiled GELU of training (fused_gelu_ab), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), that update against Keras'
 #     own (fused_update_ab), predict and the SavedModel against the fastest Keras path (paths_ab), and
 #     the compiled GELU at inference against oneDNN's fused one (inference_gelu_ab, float32 and bf16;
-#     the package runs it only on CPUs without AVX-512, where it was measured).
+#     the package runs it only on CPUs without AVX-512, where it was measured), and the bf16 SavedModel
+#     with its MLP kernels as constants against variables (constant_kernels_ab).
 # Every step writes its JSON into one folder (the first argument; default benchmarks/cpu_check/) and
 # its output into cpu_check.log there, with lscpu beside them. A step that overruns its share is cut by
 # its own timeout and the next one still runs. Run from a checkout (`.venv` if the README's set-up made
@@ -79,5 +80,7 @@ if [ "$half" = all ] || [ "$half" = ab ]; then
   # The inference GELU A/Bs' timeouts are estimates from the norm A/Bs' (the same forward passes), unmeasured there.
   step 50 "$python" -m benchmarks.inference_gelu_ab "${ab[@]}" --precision float32 --json "$out/inference_gelu_f32_b32.json"
   step 50 "$python" -m benchmarks.inference_gelu_ab "${ab[@]}" --precision bfloat16 --json "$out/inference_gelu_bf16_b32.json"
+  # The constant-kernel A/B's timeout: 28 s on the 2-core Sapphire Rapids (2026-12-07), 8 rounds.
+  step 40 "$python" -m benchmarks.constant_kernels_ab "${ab[@]}" --precision bfloat16 --json "$out/constant_kernels_bf16_b32.json"
 fi
 echo "[$(date +%T)] done: $out" | tee -a "$log"

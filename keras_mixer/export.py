@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_mixer.atomic import write_bytes_atomically, write_text_atomically
+from keras_mixer.constant_kernels import constant_kernels, mlp_kernels, saved_model_has_constant_kernels
 from keras_mixer.fused_gelu import keras_gelu_at_inference
 from keras_mixer.fused_norm import portable_graph
 
@@ -91,6 +92,13 @@ def _serving_functions(model, class_names, top_k):
     height, width = model.image_size
     channels = model.num_channels
     names = tf.constant(class_names)
+    # One function for the three signatures, so that the SavedModel holds the model's graph (and any
+    # constant kernels in it, `write_saved_model`) once.
+    probabilities_of = tf.function(
+        lambda images: _probabilities(model, images),
+        input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32)],
+        autograph=False,
+    )
 
     def predict(images):
         # The signatures take any shape, so that a wrong one gets this message rather than TF's own.
@@ -107,7 +115,7 @@ def _serving_functions(model, class_names, top_k):
         valid = tf.logical_and(tf.equal(tf.size(shape), 4), tf.equal(shape[-1], channels))
         images = tf.cond(valid, checked, refused)
         images = resize_for_eval(images, (height, width))
-        probabilities = _probabilities(model, images)
+        probabilities = probabilities_of(images)
         scores, classes = tf.math.top_k(probabilities, k=top_k)
         return {
             "probabilities": probabilities,
@@ -145,8 +153,9 @@ def export_saved_model(model, base_dir, class_names=None, top_k=5, version=None,
         version: an explicit version; an existing one is refused (never overwritten).
         precision: "float32", or "bfloat16": the `mixed_bfloat16` model's computation (matmuls in
             bfloat16, norms and head in float32), with the same float32 inputs and outputs, its
-            matmul weights stored in bfloat16 (`with_precision(..., inference=True)`). Faster only
-            on CPUs with bfloat16 units (AVX512-BF16, AMX): see the README.
+            matmul weights stored in bfloat16 (`with_precision(..., inference=True)`), the MLP
+            kernels as graph constants, which oneDNN reorders once (`keras_mixer.constant_kernels`).
+            Faster only on CPUs with bfloat16 units (AVX512-BF16, AMX): see the README.
 
     Example:
         export_saved_model(model, "saved_models/fashion_mixer", class_names=info.features["label"].names)
@@ -204,14 +213,24 @@ def with_precision(model, precision, inference=False):
 
 
 def write_saved_model(model, folder, class_names, top_k, precision="float32"):
-    """The SavedModel with the three signatures and `assets/class_names.txt`, written into `folder`."""
+    """The SavedModel with the three signatures and `assets/class_names.txt`, written into `folder`.
+
+    In bfloat16 the MLP kernels are graph constants where they fit (`keras_mixer.constant_kernels`: oneDNN
+    then reorders each one once, not on every request) and only the other weights are variables.
+    """
     import tensorflow as tf  # noqa: PLC0415
 
     model = with_precision(model, precision, inference=True)
+    as_constants = saved_model_has_constant_kernels(model, precision)
     predict, predict_bytes = _serving_functions(model, class_names, top_k)
-    with portable_graph():  # TF Serving runs no XLA-compiled functions by default
+    # TF Serving runs no XLA-compiled functions by default (`portable_graph`).
+    with portable_graph(), constant_kernels(model) if as_constants else contextlib.nullcontext():
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        if as_constants:  # `variables` of the loaded SavedModel: all but the kernels, which are stored once
+            kernels = {id(kernel) for kernel in mlp_kernels(model)}
+            archive.add_variable_collection("variables", [v for v in model.variables if id(v) not in kernels])
+        else:
+            archive.track(model)
         archive.add_endpoint("serving_default", predict, input_signature=[tf.TensorSpec(None, tf.float32)])
         archive.add_endpoint("serving_uint8", predict, input_signature=[tf.TensorSpec(None, tf.uint8)])
         archive.add_endpoint("serving_bytes", predict_bytes, input_signature=[tf.TensorSpec((None,), tf.string)])

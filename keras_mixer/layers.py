@@ -21,6 +21,7 @@ import math
 import keras
 from keras import ops
 
+from keras_mixer.constant_kernels import constant_kernel, dense_with_constant_kernel
 from keras_mixer.fused_gelu import gelu
 from keras_mixer.fused_norm import (
     fused_inference_applies,
@@ -184,18 +185,25 @@ class MlpBlock(keras.layers.Layer):
         inner_shape = tuple(x.shape[1:-1])
         if None not in inner_shape:
             x = ops.reshape(x, (-1, x.shape[-1]))
-        x = self.dense_0(x)
+        x = self._dense(self.dense_0, x)
         if self.activation == "gelu":
             per_example = math.prod(inner_shape) * self.mlp_dim if None not in inner_shape else None
             x = gelu(x, approximate=self.gelu_approximate, training=training, elements_per_example=per_example)
         else:
             x = ops.relu(x)
         x = self.dropout(x, training=training)
-        x = self.dense_1(x)
+        x = self._dense(self.dense_1, x)
         x = self.dropout(x, training=training)
         if None not in inner_shape:
             x = ops.reshape(x, (-1, *inner_shape, x.shape[-1]))
         return x
+
+    @staticmethod
+    def _dense(dense, x):
+        # Inside `constant_kernels()` (the bfloat16 SavedModel) the kernel is a graph constant, which oneDNN
+        # reorders once (`keras_mixer.constant_kernels`); same values.
+        kernel = constant_kernel(dense)
+        return dense(x) if kernel is None else dense_with_constant_kernel(dense, x, kernel)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)  # Dense_1 maps back to the input width

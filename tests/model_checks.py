@@ -87,3 +87,21 @@ def run_model_checks(model, images, labels=None, tolerance=1e-5):
         changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
         assert all(changed), "every weight should move after one step"
     return predicted
+
+
+def saved_model_constants(folder):
+    """{dtype: [shape of each `Const` node]} over every graph and function of the SavedModel in `folder`."""
+    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(folder, "saved_model.pb"), "rb") as file:
+        saved.ParseFromString(file.read())
+    graph = saved.meta_graphs[0].graph_def
+    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+    constants = {}
+    for node in nodes:
+        if node.op == "Const":
+            tensor = node.attr["value"].tensor
+            shape = tuple(dim.size for dim in tensor.tensor_shape.dim)
+            constants.setdefault(tf.as_dtype(tensor.dtype), []).append(shape)
+    return constants

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from benchmarks import (
+    constant_kernels_ab,
     frozen_weights_ab,
     fused_gelu_ab,
     fused_norm_ab,
@@ -33,8 +34,8 @@ from benchmarks import (
 from benchmarks.alternation import alternate_train_steps
 from benchmarks.flops import flops_per_image, gemm_operands
 from benchmarks.peer import PeerError, PeerProcess, ensure_peer_venv
-from benchmarks.run import check_targets, target_classes
-from keras_mixer import fused_gelu, fused_norm
+from benchmarks.run import check_targets, model_config, target_classes
+from keras_mixer import constant_kernels, fused_gelu, fused_norm
 from keras_mixer.fused_norm import onednn_enabled
 from keras_mixer.layers import MixerBlock
 from keras_mixer.presets import preset_config
@@ -302,6 +303,25 @@ def test_the_inference_gelu_ab_times_both_forward_passes_and_restores_the_packag
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "is a folder" in error
     assert "--min-elements must be >= 0. Received: -1" in error and "unknown model 'mixer_x9'" in error
+
+
+def test_the_constant_kernels_ab_times_both_saved_models_and_restores_the_package_setting(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    kept = constant_kernels.CONSTANT_KERNEL_PRECISIONS
+    args = ["--preset", "fashion", "--precision", "float32", "--batch-size", "2", "--rounds", "2", "--json", str(out)]
+    assert constant_kernels_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    blocks = model_config("fashion")["num_blocks"]
+    assert report["mlp_kernels_stored_as_variables"] == {"constants": 0, "variables": 4 * blocks}
+    assert len(report["ratios_constants_over_variables"]) == 2 and report["machine"]["cpu"]
+    assert report["max_probability_difference"] < 1e-5  # a random head: the sides differ by rounding at most
+    assert "constants faster in" in capsys.readouterr().out
+    assert constant_kernels.CONSTANT_KERNEL_PRECISIONS == kept
+    bad = ["--rounds", "0", "--calls", "-1", "--preset", "mixer_x9", "--json", str(tmp_path)]
+    assert constant_kernels_ab.main(bad) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "is a folder" in error
+    assert "--calls must be >= 1. Received: -1" in error and "unknown model 'mixer_x9'" in error
 
 
 def test_the_fused_update_ab_refuses_bad_flags(capsys, tmp_path):

@@ -1,0 +1,105 @@
+"""MLP kernels traced as graph constants (`keras_mixer.constant_kernels`) and the bfloat16 SavedModel built so."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mixer import MLPMixer, constant_kernels, load_official_weights
+from keras_mixer.constant_kernels import kernels_fit_as_constants, mlp_kernels
+from keras_mixer.export import export_saved_model, with_precision
+from keras_mixer.layers import MlpBlock
+from tests.model_checks import CONFIG, SIZES, random_images, saved_model_constants
+from tests.reference_mixer import official_logits, random_official_checkpoint
+
+
+@pytest.fixture
+def official(tmp_path):
+    """(model with a random official checkpoint, its params): biases not zero, as in a trained model."""
+    params = random_official_checkpoint(np.random.default_rng(3), **SIZES)
+    np.savez(tmp_path / "checkpoint.npz", **params)
+    model = MLPMixer(**CONFIG)
+    load_official_weights(model, tmp_path / "checkpoint.npz")
+    return model, params
+
+
+def _kernels_read_from(concrete_function):
+    graph = concrete_function.graph
+    return [op.inputs[1].op.type for op in graph.get_operations() if op.type == "MatMul"]
+
+
+def test_a_graph_with_constant_kernels_gives_the_official_logits_at_every_batch_size(official):
+    model, params = official
+    images = random_images(5, size=32, seed=4)
+    expected = official_logits(params, images)
+    assert np.abs(expected).max() > 0.5  # not a comparison of near-zeros
+    with constant_kernels.constant_kernels(model):
+        forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, 32, 32, 3))])
+        traced = forward.get_concrete_function()
+    assert sorted(_kernels_read_from(traced)) == ["Const"] * 2 * 2 * SIZES["blocks"] + ["ReadVariableOp"]  # head
+    assert {id(v) for v in traced.variables}.isdisjoint(id(kernel) for kernel in mlp_kernels(model))
+    # oneDNN keeps each constant kernel reordered after its first call: later calls of other sizes reuse it.
+    for count in (5, 1, 3, 5):
+        logits = forward(tf.constant(images[:count])).numpy()
+        np.testing.assert_allclose(logits, expected[:count], rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_only_the_named_models_kernels_and_only_traced_graphs_are_affected(official):
+    model, _ = official
+    other = MlpBlock(mlp_dim=6)
+    tokens = tf.constant(np.random.default_rng(5).normal(size=(2, 16, 12)).astype("float32"))
+    other(tokens)
+    with constant_kernels.constant_kernels(model):
+        assert _kernels_read_from(tf.function(other).get_concrete_function(tokens)) == ["ReadVariableOp"] * 2
+        block = model.mixer_blocks[0].channel_mixing
+        before = block(tokens).numpy()
+        block.dense_0.kernel.assign(block.dense_0.kernel * 2.0)
+        assert not np.allclose(block(tokens).numpy(), before)  # an eager call reads the variable
+
+
+def test_a_traced_graph_keeps_the_kernels_it_was_traced_with(official):
+    # Why the package traces so only for exports: a later change of the weights does not reach the graph.
+    model, _ = official
+    images = tf.constant(random_images(2, size=32, seed=6))
+    with constant_kernels.constant_kernels(model):
+        forward = tf.function(lambda x: model(x, training=False))
+        before = forward(images).numpy()
+    kernel = model.mixer_blocks[0].channel_mixing.dense_0.kernel
+    kernel.assign(kernel * 2.0)
+    np.testing.assert_array_equal(forward(images).numpy(), before)
+    assert not np.allclose(model(images, training=False).numpy(), before)
+
+
+def test_the_bfloat16_saved_model_stores_each_kernel_once_unless_it_would_not_fit(official, tmp_path, monkeypatch):
+    model, params = official
+    images = random_images(4, size=32, seed=7)
+    expected = tf.nn.softmax(official_logits(params, images)).numpy()
+    bf16 = with_precision(model, "bfloat16", inference=True)
+    kernel_shapes = [tuple(kernel.shape) for kernel in mlp_kernels(bf16)]
+    assert kernels_fit_as_constants(bf16)
+
+    folder = export_saved_model(model, str(tmp_path / "constants"), precision="bfloat16")
+    probabilities = tf.saved_model.load(folder).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(probabilities["probabilities"].numpy(), expected, atol=0.02)  # bfloat16 matmuls
+    constants = saved_model_constants(folder)[tf.bfloat16]
+    assert sorted(shape for shape in constants if shape in kernel_shapes) == sorted(kernel_shapes)  # once each
+    assert not [
+        v.name for v in tf.saved_model.load(folder).variables if "mixing/Dense" in v.name and "kernel" in v.name
+    ]
+
+    monkeypatch.setattr(constant_kernels, "MAX_CONSTANT_KERNEL_BYTES", 2 * sum(map(np.prod, kernel_shapes)) - 1)
+    assert not kernels_fit_as_constants(bf16)
+    folder = export_saved_model(model, str(tmp_path / "variables"), precision="bfloat16")
+    probabilities = tf.saved_model.load(folder).signatures["serving_default"](images=tf.constant(images))
+    np.testing.assert_allclose(probabilities["probabilities"].numpy(), expected, atol=0.02)
+    assert not [shape for shape in saved_model_constants(folder).get(tf.bfloat16, []) if shape in kernel_shapes]
+    stored = {v.name for v in tf.saved_model.load(folder).variables}
+    assert "MixerBlock_0/channel_mixing/Dense_0/kernel:0" in stored
+
+
+def test_the_float32_saved_model_keeps_its_kernels_as_variables(official, tmp_path):
+    model, _ = official
+    folder = export_saved_model(model, str(tmp_path / "m"))
+    stored = {v.name for v in tf.saved_model.load(folder).variables}
+    assert "MixerBlock_0/channel_mixing/Dense_0/kernel:0" in stored
+    kernel_shapes = {tuple(kernel.shape) for kernel in mlp_kernels(model)}
+    assert not [shape for shape in saved_model_constants(folder).get(tf.float32, []) if shape in kernel_shapes]
