@@ -5,8 +5,9 @@
 #   - rows (timeouts 420 s in all): the S/16 inference and training rows of benchmarks.run, with timm's
 #     when PEER_VENV names a venv with torch and timm (the benchmark's own --peer venv needs the internet
 #     to be made): the issue's goals;
-#   - peer (timeouts 380 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
-#     after round (peer_ab): float32 and bf16 inference at batch 32, float32 and bf16 training steps;
+#   - peer (timeouts 400 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
+#     after round (peer_ab): float32 and bf16 inference at batch 32 (bf16 with the bf16 SavedModel too),
+#     float32 and bf16 training steps;
 #   - ab (timeouts 485 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
 #     bf16 and float32), the compiled GELU of training (fused_gelu_ab), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), that update against Keras'
@@ -64,7 +65,7 @@ if [ "$half" = all ] || [ "$half" = peer ]; then
     # The peer_ab timeouts are estimates from run 22's row durations (timm's compilation included), unmeasured.
     pab=(--preset mixer_s16 --rounds 6 "${peer[@]}")
     step 90 "$python" -m benchmarks.peer_ab "${pab[@]}" --json "$out/peer_f32_b32.json"
-    step 90 "$python" -m benchmarks.peer_ab "${pab[@]}" --precision bfloat16 --json "$out/peer_bf16_b32.json"
+    step 110 "$python" -m benchmarks.peer_ab "${pab[@]}" --precision bfloat16 --saved-model --json "$out/peer_bf16_b32.json"
     step 100 "$python" -m benchmarks.peer_ab "${pab[@]}" --training --json "$out/peer_train_f32_b8.json"
     step 100 "$python" -m benchmarks.peer_ab "${pab[@]}" --training --precision bfloat16 --json "$out/peer_train_bf16_b8.json"
   fi

@@ -3,17 +3,19 @@
     python -m benchmarks.peer_ab --preset mixer_s16 --batch-size 32 --rounds 8
     python -m benchmarks.peer_ab --preset mixer_s16 --training --batch-size 8 --rounds 8
 
-`benchmarks.run` measures timm's rows minutes apart from ours, and on a shared VM such rows drift by more
-than the goals' margins: on the 2-core AVX2 EPYC two runs 12 minutes apart put timm eager at 11.5 and
-13.3 images/s, and one run's rows put `model.predict` 1.16x ahead of the graph, which alternation then
-measured at 1.03x. Here each round times our path, then timm's rows (in the peer venv's worker,
-`benchmarks/peer.py`), so every ratio compares the two in the same minute. Inference: our Keras graph (a
-`tf.function` with the batch size known, `benchmarks.run`'s `keras` row) against timm eager and
-`torch.compile`. `--training`: our train step of the default run's optimiser and loss in graph mode and
-with XLA against timm's step (`benchmarks.run`'s train rows); the goal is read on the faster of our two
-by median, as `--xla` would pick. `--precision bfloat16` is the mixed policy against timm's bf16
-autocast; it is refused on a CPU without AMX-BF16 or AVX512-BF16, where no bf16 goal applies and timm's bf16
-step ran 0.1 images/s. Prints each round's ratios and writes JSON (`--json`) with the CPU named, each
+`benchmarks.run` measures timm's rows minutes apart from ours, and on a shared VM such rows drift by more than
+the goals' margins: on the 2-core AVX2 EPYC two runs 12 minutes apart put timm eager at 11.5 and 13.3
+images/s, and one run's rows put `model.predict` 1.16x ahead of the graph, which alternation then measured at
+1.03x. Here each round times our path, then timm's rows (in the peer venv's worker, `benchmarks/peer.py`), so
+every ratio compares the two in the same minute. Inference: our Keras graph (a `tf.function` with the batch
+size known, `benchmarks.run`'s `keras` row) against timm eager and `torch.compile`; with `--saved-model` also
+the SavedModel exported in `--precision` (`serving_default`, as TF Serving runs it; in bfloat16 its MLP
+kernels are constants, `keras_mixer.constant_kernels`), the goals then read on the faster of the two by
+median. `--training`: our train step of the default run's optimiser and loss in graph mode and with XLA
+against timm's step (`benchmarks.run`'s train rows); the goal is read on the faster of our two by median, as
+`--xla` would pick. `--precision bfloat16` is the mixed policy (and the bfloat16 SavedModel) against timm's
+bf16 autocast; it is refused on a CPU without AMX-BF16 or AVX512-BF16, where no bf16 goal applies and timm's
+bf16 step ran 0.1 images/s. Prints each round's ratios and writes JSON (`--json`) with the CPU named, each
 goal (`benchmarks.run.PEER_GOALS`) and whether it was met.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -56,11 +59,15 @@ def peer_rows(precision, training):
     return (f"timm_train_{precision}",) if training else PEER_INFERENCE[precision]
 
 
-def our_paths(preset, batch_size, precision, training, steps):
-    """{name: a call of our path} for `preset`'s model, each traced and run once (tracing is not timed)."""
+def our_paths(preset, batch_size, precision, training, steps, saved_model_folder=None):
+    """{name: a call of our path} for `preset`'s model, each traced and run once (tracing is not timed).
+
+    Inference: the Keras graph, and where `saved_model_folder` is given the SavedModel exported there.
+    """
     import tensorflow as tf  # noqa: PLC0415
 
     from benchmarks.run import build_model, compiled_train_steps, model_config, synthetic_images  # noqa: PLC0415
+    from keras_mixer.export import export_saved_model  # noqa: PLC0415
 
     config = model_config(preset)
     if not training:
@@ -68,6 +75,11 @@ def our_paths(preset, batch_size, precision, training, steps):
         images = tf.constant(synthetic_images(config, batch_size))
         forward = tf.function(lambda x: model(x, training=False))
         paths = {"keras": lambda: forward(images).numpy()}
+        if saved_model_folder:
+            float32_model, _ = build_model(preset)  # the export casts it to `precision` itself
+            path = export_saved_model(float32_model, saved_model_folder, version=1, precision=precision)
+            serve = tf.saved_model.load(path).signatures["serving_default"]
+            paths["saved_model"] = lambda: serve(images=images)["probabilities"].numpy()  # noqa: PLW0108  (each call)
     else:
         count = tf.constant(steps)
         paths = {}
@@ -136,6 +148,7 @@ def _parser():
     parser.add_argument("--preset", default="mixer_s16", help=f"a paper preset timm also builds: {TIMM_PRESETS}")
     parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
     parser.add_argument("--training", action="store_true", help="train steps instead of inference")
+    parser.add_argument("--saved-model", action="store_true", help="inference: also time the exported SavedModel")
     parser.add_argument("--batch-size", type=int, help="default 32 for inference, 8 for --training")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=1, help="calls timed per round and path")
@@ -159,6 +172,8 @@ def _problems(args, cpu_flags):
     bf16_units, because = target_classes(cpu_flags)["bfloat16"]
     if args.precision == "bfloat16" and not bf16_units:
         problems.append(f"--precision bfloat16 needs a CPU with bf16 units, where its goals apply; here: {because}")
+    if args.saved_model and args.training:
+        problems.append("--saved-model times inference; it does not go with --training")
     if args.peer_venv and not os.path.exists(venv_python(args.peer_venv)):
         problems.append(f"--peer-venv {args.peer_venv!r} has no bin/python; expected a venv with torch and timm")
     return problems + json_flag_problems(args.json)
@@ -180,10 +195,14 @@ def main(argv=None):
     try:
         from training.machine import machine_description  # noqa: PLC0415
 
-        ours = our_paths(args.preset, args.batch_size, args.precision, args.training, args.steps)
-        rows = peer_rows(args.precision, args.training)
-        steps = args.steps if args.training else None
-        rates = alternate_with_peer(ours, peer, args.preset, rows, args.rounds, args.batch_size, args.calls, steps)
+        with tempfile.TemporaryDirectory() as folder:
+            saved_model_folder = os.path.join(folder, "saved_model") if args.saved_model else None
+            ours = our_paths(
+                args.preset, args.batch_size, args.precision, args.training, args.steps, saved_model_folder
+            )
+            rows = peer_rows(args.precision, args.training)
+            steps = args.steps if args.training else None
+            rates = alternate_with_peer(ours, peer, args.preset, rows, args.rounds, args.batch_size, args.calls, steps)
     except PeerError as error:
         return refuse([str(error)])
     finally:

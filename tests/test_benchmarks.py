@@ -413,11 +413,13 @@ def test_the_peer_ab_alternates_ours_with_timm_rows_timed_by_the_worker(tmp_path
     monkeypatch.setattr("benchmarks.peer.WORKER", str(worker))
     out = tmp_path / "new folder" / "ab.json"  # made when the report is written
     args = ["--preset", "mixer_s32", "--batch-size", "1", "--rounds", "2", "--peer-venv", str(venv), "--json", str(out)]
-    assert peer_ab.main(args) == 0
+    assert peer_ab.main([*args, "--saved-model"]) == 0
     report = json.loads(out.read_text())
     assert report["peer"] == {"torch": "fake", "timm": "fake"} and report["machine"]["cpu"]
     assert report["images_per_second"]["timm_eager"] == report["images_per_second"]["timm_compile"] == [4.0, 4.0]
-    assert len(report["images_per_second"]["keras"]) == 2 and min(report["images_per_second"]["keras"]) > 0
+    for path in ("keras", "saved_model"):  # the SavedModel too, with --saved-model
+        assert len(report["images_per_second"][path]) == 2 and min(report["images_per_second"][path]) > 0
+        assert f"{path}_over_timm_eager" in report["comparisons"]
     comparison = report["comparisons"]["keras_over_timm_compile"]
     assert comparison["ratios_keras_over_timm_compile"] == [r / 4.0 for r in report["images_per_second"]["keras"]]
     assert comparison["goal"] is None and comparison["met"] is None  # the inference goals are set at batch 32
@@ -442,10 +444,11 @@ def test_the_peer_ab_refuses_bad_flags_in_one_line_before_starting_the_peer(caps
     monkeypatch.setattr(peer_ab, "PeerProcess", lambda *a: pytest.fail("the peer started"))
     monkeypatch.setattr(peer_ab, "cpu_model_and_flags", lambda: ("AMD EPYC", ["avx2"]))
     argv = ["--preset", "mixer_h14", "--rounds", "0", "--precision", "bfloat16", "--peer-venv", str(tmp_path)]
-    argv += ["--json", str(tmp_path)]
+    argv += ["--json", str(tmp_path), "--saved-model", "--training"]
     assert peer_ab.main(argv) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error
+    assert "--saved-model times inference; it does not go with --training" in error
     assert "--preset must be a paper preset timm builds" in error and "Received: mixer_h14" in error
     assert "--precision bfloat16 needs a CPU with bf16 units" in error and "no AMX-BF16 or AVX512-BF16" in error
     assert f"--peer-venv {str(tmp_path)!r} has no bin/python" in error
