@@ -84,13 +84,19 @@ class LayerNormalization(keras.layers.LayerNormalization):
     # Named as Keras' class on purpose: a `.keras` file keeps a functional model's layers under their
     # class names in snake case, so files written with Keras' own class here still load.
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, output_dtype=None):
+        """`output_dtype`: the output's dtype, by default the compute dtype (float32 under mixed precision).
+
+        The MixerBlock asks for its MLPs' compute dtype, which they would cast to anyway: in bfloat16,
+        oneDNN's norm then rounds its result once, instead of writing float32 for the MLP to round.
+        """
+        output_dtype = output_dtype or self.compute_dtype
         # `.value`: the backend's own variable, which a `tf.function` takes as an argument.
         if onednn_inference_applies(self, inputs, training):
-            return onednn_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, self.compute_dtype)
+            return onednn_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, output_dtype)
         if fused_inference_applies(self, inputs, training):
-            return fused_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, self.compute_dtype)
-        return super().call(inputs)
+            return fused_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, output_dtype)
+        return ops.cast(super().call(inputs), output_dtype)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -309,13 +315,16 @@ class MixerBlock(keras.layers.Layer):
         self.channel_mixing.build(input_shape)
 
     def call(self, x, training=None):
-        y = self.layer_norm_0(x, training=training)
+        # Each norm's output in its MLP's compute dtype (bfloat16 under mixed precision): computed in float32,
+        # rounded once by the norm, and the token mixing's transpose moves half the bytes.
+        mlp_dtype = self.token_mixing.compute_dtype
+        y = self.layer_norm_0(x, training=training, output_dtype=mlp_dtype)
         y = ops.transpose(y, (0, 2, 1))  # (batch, tokens, channels) -> (batch, channels, tokens)
         y = self.token_mixing(y, training=training)
         y = ops.transpose(y, (0, 2, 1))  # (batch, channels, tokens) -> (batch, tokens, channels)
         x = x + ops.cast(self.drop_path(y, training=training), x.dtype)
 
-        y = self.layer_norm_1(x, training=training)
+        y = self.layer_norm_1(x, training=training, output_dtype=mlp_dtype)
         y = self.channel_mixing(y, training=training)
         return x + ops.cast(self.drop_path(y, training=training), x.dtype)
 

@@ -25,7 +25,7 @@ from keras_mixer.fused_norm import (
     portable_graph,
     without_onednn_norm,
 )
-from keras_mixer.layers import LayerNormalization
+from keras_mixer.layers import LayerNormalization, MixerBlock
 from keras_mixer.lite import TFLiteClassifier
 from keras_mixer.predict_trace import any_batch_size_spec
 from tests.model_checks import random_images, run_layer_checks
@@ -125,6 +125,34 @@ def test_bfloat16_inputs_are_normalised_in_float32():
     expected = layer_norm(tf.cast(x16, tf.float64).numpy(), gamma, beta)
     for out in (xla, eager):
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_norm_asked_for_bfloat16_rounds_its_own_result_once_on_every_path():
+    x = tf.cast(np.random.default_rng(4).standard_normal(BIG).astype("float32") * 3 + 2, tf.bfloat16)
+    norm = _norm_with_random_affine(BIG)
+    paths = {"keras": contextlib.nullcontext, "xla": without_onednn_norm}
+    if _onednn_norms_in("bfloat16"):
+        paths["onednn"] = contextlib.nullcontext
+    for path, context in paths.items():
+        signature = _any_batch(x) if path == "onednn" else None  # Keras' op: eager
+        with context():
+            default = tf.function(lambda t: norm(t, training=False), input_signature=signature)
+            asked = tf.function(lambda t: norm(t, training=False, output_dtype="bfloat16"), input_signature=signature)
+            outputs = (default(x), asked(x)) if path != "keras" else (norm(x), norm(x, output_dtype="bfloat16"))
+        assert outputs[0].dtype == tf.float32 and outputs[1].dtype == tf.bfloat16, path
+        # The same values, rounded once: what the MLP after it got before, from its own cast.
+        np.testing.assert_array_equal(tf.cast(outputs[0], tf.bfloat16).numpy(), outputs[1].numpy(), err_msg=path)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_a_mixer_blocks_token_mixing_transposes_the_mlps_dtype(policy):
+    keras.config.set_dtype_policy(policy)
+    block = MixerBlock(tokens_mlp_dim=8, channels_mlp_dim=16)
+    x = tf.zeros((2, 256, 256), block.compute_dtype)
+    block(x)
+    graph = tf.function(lambda t: block(t, training=False)).get_concrete_function(*_any_batch(x)).graph
+    transposed = [op.get_attr("T") for op in graph.get_operations() if op.type == "Transpose"]
+    assert transposed == [tf.as_dtype(block.token_mixing.compute_dtype)] * 2  # not the norm's float32
 
 
 def test_training_exports_and_other_settings_use_keras_op():
