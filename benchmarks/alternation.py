@@ -194,6 +194,36 @@ def parse_train_ab(parser, argv):
     return args, config, problems + json_flag_problems(args.json)
 
 
+def paths_ab_parser(module, description, rounds, precision=None):
+    """The flags of the A/Bs of whole inference paths: --preset, --batch-size, --rounds, --calls, --json,
+    --verbose, and with a default `precision` --precision."""
+    from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: PLC0415
+    from training.quiet import add_verbose_flag  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
+    if precision:
+        parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default=precision)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--calls", type=int, default=1, help="calls timed per round and path")
+    parser.add_argument("--json", help="write the figures here")
+    add_verbose_flag(parser)
+    return parser
+
+
+def parse_paths_ab(parser, argv):
+    """(args, the preset's model config or None, every problem with the flags): logs quieted, flags checked."""
+    from training.quiet import quiet_logs  # noqa: PLC0415
+
+    args = parser.parse_args(argv)
+    quiet_logs(args.verbose)
+    config, problems = preset_and_count_problems(
+        args.preset, batch_size=args.batch_size, rounds=args.rounds, calls=args.calls
+    )
+    return args, config, problems + json_flag_problems(args.json)
+
+
 def forward_ab_parser(module, description, rounds, calls, min_elements_help):
     """The flags of every forward-pass A/B of a fused piece: --preset, --precision, --batch-size, --rounds,
     --calls, --min-elements (the piece's size threshold, `min_elements_help` saying which), --json, --verbose."""

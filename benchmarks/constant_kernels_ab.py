@@ -10,7 +10,6 @@ probabilities tell them apart; the largest difference between them is reported. 
 ratios and writes JSON (`--json`) with the CPU named.
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -21,14 +20,13 @@ from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     command_line,
     images_per_second_in_alternation,
-    json_flag_problems,
     module_settings,
-    preset_and_count_problems,
+    parse_paths_ab,
+    paths_ab_parser,
     print_ab,
     refuse,
     write_report,
 )
-from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 SIDES = ("constants", "variables")
 
@@ -53,35 +51,17 @@ def exported_sides(model, precision, folder):
 
 
 def main(argv=None):
-    from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.constant_kernels_ab", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
-    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="bfloat16")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--calls", type=int, default=1, help="calls timed per round and side")
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
-    config, problems = preset_and_count_problems(
-        args.preset, batch_size=args.batch_size, rounds=args.rounds, calls=args.calls
-    )
-    problems += json_flag_problems(args.json)
+    module, description = "benchmarks.constant_kernels_ab", __doc__.split("\n\n")[0]
+    args, config, problems = parse_paths_ab(paths_ab_parser(module, description, rounds=8, precision="bfloat16"), argv)
     if problems:
         return refuse(problems)
     import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from benchmarks.run import build_model, synthetic_images, with_random_head  # noqa: PLC0415
     from training.machine import machine_description  # noqa: PLC0415
 
-    model, _ = build_model(args.preset)
-    head = model.get_layer("head")
-    head.kernel.assign(np.random.default_rng(2).normal(0.0, 0.05, head.kernel.shape))
+    model = with_random_head(build_model(args.preset)[0])
     images = tf.constant(synthetic_images(config, args.batch_size))
     with tempfile.TemporaryDirectory() as folder:
         signatures, kernel_variables = exported_sides(model, args.precision, folder)

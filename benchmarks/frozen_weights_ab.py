@@ -38,15 +38,19 @@ ROWS = ("keras", "keras_bfloat16", "saved_model", "saved_model_bfloat16")  # as 
 
 def measure(preset, batch_size, repeats):
     """{"rates": {row: [images/s per repeat]}, "logits": the float32 model's logits of two fixed images}, here."""
-    import numpy as np  # noqa: PLC0415
 
-    from benchmarks.run import build_model, keras_inference, saved_model_inference, synthetic_images  # noqa: PLC0415
+    from benchmarks.run import (  # noqa: PLC0415
+        build_model,
+        keras_inference,
+        saved_model_inference,
+        synthetic_images,
+        with_random_head,
+    )
 
     rates, logits = {}, None
     for precision in ("float32", "bfloat16"):
         model, config = build_model(preset, precision)
-        head = model.get_layer("head")  # zero at initialisation (the paper's): random, so the logits carry weight
-        head.kernel.assign(np.random.default_rng(2).normal(0.0, 0.05, head.kernel.shape))
+        with_random_head(model)  # so that the logits carry weight
         if precision == "float32":
             logits = model.predict(synthetic_images(config, 2, seed=1), verbose=0).tolist()
         suffix = "" if precision == "float32" else f"_{precision}"

@@ -56,17 +56,6 @@ def forward_passes(model, images):
     return runs, difference
 
 
-def with_random_head(model, seed=0):
-    """`model` with its zero-initialised head set to small random values, so that its outputs tell the two
-    sides apart (a zero head gives the same zeros whatever the GELU)."""
-    import numpy as np  # noqa: PLC0415
-
-    rng = np.random.default_rng(seed)
-    for variable in model.get_layer("head").weights:
-        variable.assign(rng.normal(0.0, 0.05, variable.shape).astype(variable.dtype))
-    return model
-
-
 def main(argv=None):
     parser = forward_ab_parser(
         MODULE,
@@ -81,7 +70,7 @@ def main(argv=None):
         return refuse(problems)
     from benchmarks.fused_norm_ab import op_ran  # noqa: PLC0415
     from benchmarks.op_breakdown import XLA_OP_TYPE  # noqa: PLC0415
-    from benchmarks.run import build_model, synthetic_images  # noqa: PLC0415
+    from benchmarks.run import build_model, synthetic_images, with_random_head  # noqa: PLC0415
     from keras_mixer import fused_gelu, fused_norm  # noqa: PLC0415
 
     model, config = build_model(args.preset, args.precision)

@@ -12,7 +12,6 @@ apart, as in `benchmarks.run`, drift by more than these goals' 5-10 %. Prints th
 (`--json`) with the CPU named.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -25,14 +24,13 @@ from benchmarks.alternation import (  # noqa: E402
     command_line,
     fastest_by_median,
     images_per_second_in_alternation,
-    json_flag_problems,
-    preset_and_count_problems,
+    parse_paths_ab,
+    paths_ab_parser,
     print_ab,
     ratios_only,
     refuse,
     write_report,
 )
-from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 KERAS_PATHS = ("keras", "keras_xla")  # the candidates for the fastest Keras path
 
@@ -79,19 +77,8 @@ def against_the_fastest(rates):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.paths_ab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--calls", type=int, default=1, help="calls timed per round and path")
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
-    config, problems = preset_and_count_problems(
-        args.preset, batch_size=args.batch_size, rounds=args.rounds, calls=args.calls
-    )
-    problems += json_flag_problems(args.json)
+    parser = paths_ab_parser("benchmarks.paths_ab", __doc__.split("\n\n")[0], rounds=10)
+    args, config, problems = parse_paths_ab(parser, argv)
     if problems:
         return refuse(problems)
     from benchmarks.run import GOAL_BATCH_SIZE, build_model, synthetic_images  # noqa: PLC0415

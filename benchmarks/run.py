@@ -95,6 +95,15 @@ def build_model(name, precision="float32"):
     return with_precision(MLPMixer(**config), precision), config
 
 
+def with_random_head(model, seed=0):
+    """`model` with its zero-initialised head (the paper's) set to small random values, so that its outputs
+    tell two sides of an A/B apart (a zero head gives the same outputs whatever ran before it)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.get_layer("head").weights:
+        variable.assign(rng.normal(0.0, 0.05, variable.shape).astype(variable.dtype))
+    return model
+
+
 def _time_calls(function, repeats, calls=1):
     """Seconds per call of `function()` for each repeat (after one warm-up)."""
     function()

@@ -14,8 +14,8 @@ oneDNN's matmul. On the 2-core AMD EPYC with AVX2 that post-op is slow: S/16's (
 ran at 0.72x the rate of the same matmul with its bias alone, and a separate compiled GELU pass after
 that matmul brought it back to about 0.85x (a probe). So traced inference graphs run the compiled forward
 too (`compiled_inference_applies`), for MLPs of at least `MIN_INFERENCE_ELEMENTS_PER_EXAMPLE` hidden
-values per image, on CPUs without AVX-512 (`ONEDNN_GELU_KEPT_WITH`: the compiled pass is unmeasured on
-them) and at most `fused_norm.MAX_TENSORFLOW_THREADS` threads, as the XLA norm. Measured with
+values per image, on CPUs without AVX-512 (`ONEDNN_GELU_KEPT_WITH`: on the Sapphire Rapids with AVX-512
+and AMX it was slower) and at most `fused_norm.MAX_TENSORFLOW_THREADS` threads, as the XLA norm. Measured with
 `python -m benchmarks.inference_gelu_ab` (README "Performance").
 
 Both apply only on the TensorFlow backend, with no GPU visible (unmeasured there), and not inside
@@ -42,7 +42,10 @@ from keras_mixer.fused_norm import _tracing_a_graph, tensorflow_cpu_xla_allowed,
 # S/16's MLPs (196 x 2048 and 512 x 256) are above it: 1.05x at batch 1, 1.11x at batch 32.
 MIN_INFERENCE_ELEMENTS_PER_EXAMPLE = 65_536
 
-# CPUs with any of these flags keep oneDNN's fused GELU at inference: measured only without them.
+# CPUs with any of these flags keep oneDNN's fused GELU at inference. On the 2-core Intel Sapphire Rapids
+# (AVX-512, AMX) the compiled forward ran S/16 at batch 32 at 0.92x oneDNN's fused GELU in float32 and 0.83x
+# in bfloat16, 0 of 8 rounds faster each (`benchmarks.inference_gelu_ab`, 2026-12-07); the AVX-512 EPYC is
+# unmeasured.
 ONEDNN_GELU_KEPT_WITH = ("avx512f",)
 
 _KERAS_AT_INFERENCE = contextvars.ContextVar("keras_mixer_keras_gelu_at_inference", default=False)
