@@ -58,6 +58,45 @@ def alternate_train_steps(config, batch_size, rounds, steps, paths):
     return images_per_second_in_alternation(runs, rounds, steps * batch_size), first_call, difference
 
 
+def alternate_steps_traced_in(config, batch_size, precision, rounds, steps, contexts, jit_compile=False):
+    """({name: [images/s per round]}, the largest weight difference between the first two after their first
+    call, {name: the op types its traced step ran, with their counts}).
+
+    For each `contexts` entry (name -> a context manager factory) a seeded train step of the default run
+    (`benchmarks.run.compiled_train_steps`) is traced inside that context, so that it keeps what the context
+    chose; then all are timed in alternation, `steps` steps per timed call.
+
+    Example:
+    >>> import contextlib
+    >>> from benchmarks.run import model_config
+    >>> rates, difference, ops = alternate_steps_traced_in(model_config("fashion"), 2, "float32", 1, 1,
+    ...                                                    {"a": contextlib.nullcontext, "b": contextlib.nullcontext})
+    >>> sorted(rates), [len(values) for values in rates.values()], difference, ops["a"] == ops["b"]
+    (['a', 'b'], [1, 1], 0.0, True)
+    """
+    import collections  # noqa: PLC0415
+
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from benchmarks.run import compiled_train_steps  # noqa: PLC0415
+
+    count, trains, ops = tf.constant(steps), {}, {}
+    for name, context in contexts.items():
+        keras.utils.set_random_seed(0)
+        trains[name] = train = compiled_train_steps(config, batch_size, precision, jit_compile=jit_compile)
+        with context():
+            train(count).numpy()  # traced (and so fixed) here
+        graph = train.get_concrete_function(count).graph.as_graph_def()
+        nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+        ops[name] = dict(collections.Counter(node.op for node in nodes))
+    first, second = ([v.numpy() for v in train.model.weights] for train in list(trains.values())[:2])
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(first, second))
+    runs = {name: (lambda train=train: train(count).numpy()) for name, train in trains.items()}
+    return images_per_second_in_alternation(runs, rounds, steps * batch_size), difference, ops
+
+
 def ab_summary(rates, new, old):
     """The JSON fields of an A/B: each round's `new`/`old` ratio, the medians, and how often `new` won.
 

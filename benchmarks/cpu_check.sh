@@ -8,8 +8,9 @@
 #   - peer (timeouts 400 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
 #     after round (peer_ab): float32 and bf16 inference at batch 32 (bf16 with the bf16 SavedModel too),
 #     float32 and bf16 training steps;
-#   - ab (timeouts 485 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
-#     bf16 and float32), the compiled GELU of training (fused_gelu_ab), the XLA train step against the
+#   - ab (timeouts 545 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
+#     bf16 and float32), the compiled GELU of training (fused_gelu_ab), oneDNN's norm in the bf16 train
+#     step against Keras' op (training_norm_ab), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), that update against Keras'
 #     own (fused_update_ab), predict and the SavedModel against the fastest Keras path (paths_ab), and
 #     the compiled GELU at inference against oneDNN's fused one (inference_gelu_ab, float32 and bf16;
@@ -75,6 +76,8 @@ if [ "$half" = all ] || [ "$half" = ab ]; then
   step 50 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision bfloat16 --batch-size 32 --json "$out/norm_bf16_b32.json"
   step 50 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision float32 --batch-size 32 --json "$out/norm_f32_b32.json"
   step 60 "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/gelu_bf16_b8.json"
+  # Its timeout: an estimate from the 8-round run on the 2-core Sapphire Rapids (about a minute, 2026-12-07).
+  step 60 "$python" -m benchmarks.training_norm_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/training_norm_bf16_b8.json"
   step 55 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
   step 55 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
   step 75 "$python" -m benchmarks.paths_ab "${ab[@]}" --batch-size 32 --json "$out/paths_f32_b32.json"

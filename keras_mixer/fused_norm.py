@@ -27,7 +27,8 @@ On the 2-core AMD EPYC with AVX-512 (2026-11-27, S/16 at 224 px, the three paths
 15 rounds, by `python -m benchmarks.fused_norm_ab`; README "Performance"), against Keras' op oneDNN's
 norm ran 1.14x in mixed bfloat16 and 1.06x in float32 at batch 32, 1.11x and 1.06x at batch 1; the XLA
 norm 1.06x, 1.03x, 1.07x and 1.02x. So oneDNN's norm beat the XLA one in all four settings (1.03-1.06x).
-Training keeps Keras' op: the fused norms are measured for inference only.
+Training keeps Keras' op, but for bfloat16 inputs where TensorFlow's oneDNN takes them: there the
+oneDNN form trains too, as batch norm forward and its gradient (`onednn_training_applies`).
 
 Precision: the XLA norm computes in float32 whatever its input and rounds once. oneDNN's norm computes in
 its input's dtype: under `mixed_bfloat16` it takes the bfloat16 activations, keeps its statistics in
@@ -150,15 +151,18 @@ def keras_layer_norm():
 
 
 def _fusable(norm, inputs, training):
-    """What both fused norms need: inference (`training` falsy), not inside `keras_layer_norm()`, the last
-    axis only, at least `MIN_ELEMENTS_PER_EXAMPLE` elements per example (known when traced), `center` and
-    `scale` on, no `rms_scaling`."""
+    """What both fused norms need at inference: `training` falsy and `_fusable_norm`."""
+    return not training and _fusable_norm(norm, inputs)
+
+
+def _fusable_norm(norm, inputs):
+    """Not inside `keras_layer_norm()`, the last axis only, at least `MIN_ELEMENTS_PER_EXAMPLE` elements per
+    example (known when traced), `center` and `scale` on, no `rms_scaling`."""
     axes = norm.axis if isinstance(norm.axis, (list, tuple)) else [norm.axis]
     rank = len(inputs.shape)
     per_example = math.prod(dim or 0 for dim in inputs.shape[1:])  # an unknown size counts as 0
     return (
-        not training
-        and not _KERAS_NORM.get()
+        not _KERAS_NORM.get()
         and [axis % rank for axis in axes] == [rank - 1]
         and per_example >= MIN_ELEMENTS_PER_EXAMPLE
         and norm.center
@@ -186,6 +190,32 @@ def onednn_inference_applies(norm, inputs, training):
         and _tracing_a_graph()
         and (inputs.shape[0] is None or not _PORTABLE.get())
         and _ONEDNN_NORM.get()
+        and onednn_enabled()
+        and not _machine_has_gpu()
+    )
+
+
+def onednn_training_applies(norm, inputs, training):
+    """Whether `norm` trains with `onednn_layer_norm` on `inputs` in this call: in training, bfloat16 inputs.
+
+    All must hold: `training`; `_fusable_norm`; 2-D or 3-D bfloat16 inputs on a CPU where TensorFlow's oneDNN
+    takes bfloat16 (`_onednn_takes_bfloat16`); a graph being traced; the TensorFlow backend with oneDNN on;
+    no GPU. In training the form runs as oneDNN's batch norm in training mode (`_MklFusedBatchNormV3`) and
+    its gradient as one op (`FusedBatchNormGradV3`), where Keras' op is about a dozen element-wise ops
+    forward and twenty back; the scale and shift stay separate ops, in bfloat16 as at inference. float32
+    keeps Keras' op: S/16's graph train step at batch 8 ran 1.13x with this form in bfloat16 (8 of 8
+    rounds) and 1.02x in float32 (6 of 8; 2-core Sapphire Rapids, 2026-12-07, `python -m
+    benchmarks.training_norm_ab`, `--force` for float32), where float32 trains with XLA by default anyway.
+    Unmeasured elsewhere, and inside XLA-compiled steps (`--xla`), where XLA lowers the same ops.
+    """
+    return (
+        bool(training)
+        and _fusable_norm(norm, inputs)
+        and len(inputs.shape) in (2, 3)
+        and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
+        and _onednn_takes_bfloat16()
+        and keras.backend.backend() == "tensorflow"
+        and _tracing_a_graph()
         and onednn_enabled()
         and not _machine_has_gpu()
     )

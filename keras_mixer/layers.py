@@ -28,6 +28,7 @@ from keras_mixer.fused_norm import (
     fused_layer_norm,
     onednn_inference_applies,
     onednn_layer_norm,
+    onednn_training_applies,
 )
 
 PACKAGE = "keras_mixer"
@@ -71,8 +72,9 @@ class LayerNormalization(keras.layers.LayerNormalization):
     On the TensorFlow backend at inference on a CPU, a norm of at least
     `fused_norm.MIN_ELEMENTS_PER_EXAMPLE` elements per example runs fused in traced graphs: as oneDNN's
     layer norm where TensorFlow's oneDNN runs it, else as one XLA-compiled function
-    (`keras_mixer.fused_norm`, which says what each was measured to be worth); training, eager calls,
-    small norms and the other backends run the parent's op, and exports (`portable_graph()`) no XLA.
+    (`keras_mixer.fused_norm`, which says what each was measured to be worth); in training, bfloat16 inputs
+    run oneDNN's form too where its oneDNN takes bfloat16; other training, eager calls, small norms and the
+    other backends run the parent's op, and exports (`portable_graph()`) no XLA.
 
     Example:
     >>> import numpy as np
@@ -92,7 +94,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
         """
         output_dtype = output_dtype or self.compute_dtype
         # `.value`: the backend's own variable, which a `tf.function` takes as an argument.
-        if onednn_inference_applies(self, inputs, training):
+        if onednn_inference_applies(self, inputs, training) or onednn_training_applies(self, inputs, training):
             return onednn_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, output_dtype)
         if fused_inference_applies(self, inputs, training):
             return fused_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, output_dtype)

@@ -29,6 +29,7 @@ from benchmarks import (
     op_breakdown,
     paths_ab,
     peer_ab,
+    training_norm_ab,
     xla_training_ab,
 )
 from benchmarks.alternation import alternate_train_steps
@@ -180,7 +181,7 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
 
     steps = dry_steps()
-    assert len(steps) == 15 and (tmp_path / "out" / "lscpu.txt").exists()
+    assert len(steps) == 16 and (tmp_path / "out" / "lscpu.txt").exists()
     rows, peer, ab = dry_steps("rows"), dry_steps("peer"), dry_steps("ab")  # one lent-machine call each
     assert rows + peer + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
     assert {w[w.index("-m") + 1] for w in peer} == {"benchmarks.peer_ab"}
@@ -322,6 +323,22 @@ def test_the_constant_kernels_ab_times_both_saved_models_and_restores_the_packag
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "is a folder" in error
     assert "--calls must be >= 1. Received: -1" in error and "unknown model 'mixer_x9'" in error
+
+
+def test_the_training_norm_ab_times_both_train_steps_with_the_norms_each_side_traced(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fused_norm, "MIN_ELEMENTS_PER_EXAMPLE", 0)  # the default model's norms are small
+    out = tmp_path / "ab.json"
+    args = ["--preset", "fashion", "--precision", "float32", "--force", "--batch-size", "4", "--rounds", "2"]
+    assert training_norm_ab.main([*args, "--steps", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    norms = 2 * model_config("fashion")["num_blocks"] + 1  # two a block and the pre-head norm
+    assert report["norms_in_onednn_form"] == {"onednn": norms, "keras": 0} and report["forced"] is True
+    assert len(report["ratios_onednn_over_keras"]) == 2 and report["machine"]["cpu"]
+    assert report["max_weight_difference_after_first_call"] < 1e-5  # the same training, to rounding
+    assert "onednn faster in" in capsys.readouterr().out
+    assert training_norm_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
 
 
 def test_the_fused_update_ab_refuses_bad_flags(capsys, tmp_path):

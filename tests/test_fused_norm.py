@@ -22,6 +22,7 @@ from keras_mixer.fused_norm import (
     keras_layer_norm,
     onednn_enabled,
     onednn_inference_applies,
+    onednn_training_applies,
     portable_graph,
     without_onednn_norm,
 )
@@ -153,6 +154,54 @@ def test_a_mixer_blocks_token_mixing_transposes_the_mlps_dtype(policy):
     graph = tf.function(lambda t: block(t, training=False)).get_concrete_function(*_any_batch(x)).graph
     transposed = [op.get_attr("T") for op in graph.get_operations() if op.type == "Transpose"]
     assert transposed == [tf.as_dtype(block.token_mixing.compute_dtype)] * 2  # not the norm's float32
+
+
+def _textbook_norm_and_gradients(x, gamma, beta, upstream):
+    """The float64 layer norm over the last axis of the paper's formula, and the gradients of
+    sum(norm * upstream) for x, gamma and beta by autodiff of that formula."""
+    x, gamma, beta, upstream = (tf.constant(np.asarray(v, np.float64)) for v in (x, gamma, beta, upstream))
+    with tf.GradientTape() as tape:
+        tape.watch([x, gamma, beta])
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        variance = tf.reduce_mean(tf.square(x - mean), axis=-1, keepdims=True)
+        y = (x - mean) / tf.sqrt(variance + 1e-6) * gamma + beta
+        loss = tf.reduce_sum(y * upstream)
+    return [y.numpy(), *(gradient.numpy() for gradient in tape.gradient(loss, [x, gamma, beta]))]
+
+
+@pytest.fixture
+def onednn_takes_bfloat16(monkeypatch):
+    """The training rule's CPU conditions hold on any machine (without oneDNN the same ops run unfused)."""
+    monkeypatch.setattr(fused_norm, "_onednn_takes_bfloat16", lambda: True)
+    monkeypatch.setattr(fused_norm, "onednn_enabled", lambda: True)
+
+
+def test_bfloat16_training_runs_onednns_form_with_the_textbook_gradients(onednn_takes_bfloat16):
+    rng = np.random.default_rng(6)
+    x = tf.cast(rng.standard_normal(BIG) * 3 + 2, tf.bfloat16)
+    upstream = tf.cast(rng.standard_normal(BIG), tf.bfloat16)
+    norm = _norm_with_random_affine(BIG)
+
+    def norm_and_gradients(t, dy):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = norm(t, training=True, output_dtype="bfloat16")
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+        return [y, *tape.gradient(loss, [t, norm.gamma.value, norm.beta.value])]
+
+    gamma, beta = (keras.ops.convert_to_numpy(v) for v in (norm.gamma, norm.beta))
+    expected = _textbook_norm_and_gradients(tf.cast(x, tf.float64), gamma, beta, tf.cast(upstream, tf.float64))
+    for form, context in (("onednn", contextlib.nullcontext), (None, keras_layer_norm)):
+        with context():
+            traced = tf.function(norm_and_gradients)
+            graph = traced.get_concrete_function(x, upstream).graph.as_graph_def()
+        assert _fused_form(graph) == form
+        for name, got, want in zip(("y", "dx", "dgamma", "dbeta"), traced(x, upstream), expected):
+            # bfloat16 activations (8 significant bits); the parameters' gradients sum 512 rows of them
+            scale = np.abs(want).max()
+            np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), want, atol=2**-6 * scale, err_msg=name)
+    assert not onednn_training_applies(norm, tf.cast(x, tf.float32), training=True)  # float32 keeps Keras' op
+    assert not onednn_training_applies(norm, x, training=False)  # inference has its own rule
 
 
 def test_training_exports_and_other_settings_use_keras_op():
