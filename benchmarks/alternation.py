@@ -207,35 +207,12 @@ def preset_and_count_problems(preset, **counts):
         return None, [*problems, f"--preset: {error}"]
 
 
-def train_ab_parser(module, description, rounds):
-    """The flags of every train-step A/B: --preset, --batch-size, --rounds, --steps, --json, --verbose."""
-    from training.quiet import add_verbose_flag  # noqa: PLC0415
-
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
-    parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--steps", type=int, default=2, help="train steps timed per round and path")
-    parser.add_argument("--json", help="write the figures here")
-    add_verbose_flag(parser)
-    return parser
+COUNTED_PER_ROUND = {"steps": "train steps timed per round and path", "calls": "calls timed per round and path"}
 
 
-def parse_train_ab(parser, argv):
-    """(args, the preset's model config or None, every problem with the flags): logs quieted, flags checked."""
-    from training.quiet import quiet_logs  # noqa: PLC0415
-
-    args = parser.parse_args(argv)
-    quiet_logs(args.verbose)
-    config, problems = preset_and_count_problems(
-        args.preset, batch_size=args.batch_size, rounds=args.rounds, steps=args.steps
-    )
-    return args, config, problems + json_flag_problems(args.json)
-
-
-def paths_ab_parser(module, description, rounds, precision=None):
-    """The flags of the A/Bs of whole inference paths: --preset, --batch-size, --rounds, --calls, --json,
-    --verbose, and with a default `precision` --precision."""
+def ab_parser(module, description, rounds, batch_size, counted, precision=None):
+    """The flags of an A/B: --preset, --batch-size, --rounds, `--{counted}` (a key of `COUNTED_PER_ROUND`),
+    --json, --verbose, and with a default `precision` --precision."""
     from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: PLC0415
     from training.quiet import add_verbose_flag  # noqa: PLC0415
 
@@ -243,23 +220,34 @@ def paths_ab_parser(module, description, rounds, precision=None):
     parser.add_argument("--preset", default="mixer_s16", help="a paper preset (at 224 px) or 'fashion'")
     if precision:
         parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default=precision)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--calls", type=int, default=1, help="calls timed per round and path")
+    parser.add_argument(
+        f"--{counted}", type=int, default=2 if counted == "steps" else 1, help=COUNTED_PER_ROUND[counted]
+    )
     parser.add_argument("--json", help="write the figures here")
     add_verbose_flag(parser)
     return parser
 
 
-def parse_paths_ab(parser, argv):
+def train_ab_parser(module, description, rounds, precision=None):
+    """`ab_parser` of a train-step A/B: batch 8, --steps."""
+    return ab_parser(module, description, rounds, batch_size=8, counted="steps", precision=precision)
+
+
+def paths_ab_parser(module, description, rounds, precision=None):
+    """`ab_parser` of an A/B of whole inference paths: batch 32, --calls."""
+    return ab_parser(module, description, rounds, batch_size=32, counted="calls", precision=precision)
+
+
+def parse_ab(parser, argv):
     """(args, the preset's model config or None, every problem with the flags): logs quieted, flags checked."""
     from training.quiet import quiet_logs  # noqa: PLC0415
 
     args = parser.parse_args(argv)
     quiet_logs(args.verbose)
-    config, problems = preset_and_count_problems(
-        args.preset, batch_size=args.batch_size, rounds=args.rounds, calls=args.calls
-    )
+    counts = {name: getattr(args, name) for name in ("batch_size", "rounds", *COUNTED_PER_ROUND) if hasattr(args, name)}
+    config, problems = preset_and_count_problems(args.preset, **counts)
     return args, config, problems + json_flag_problems(args.json)
 
 

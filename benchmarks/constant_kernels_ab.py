@@ -21,7 +21,7 @@ from benchmarks.alternation import (  # noqa: E402
     command_line,
     images_per_second_in_alternation,
     module_settings,
-    parse_paths_ab,
+    parse_ab,
     paths_ab_parser,
     print_ab,
     refuse,
@@ -52,7 +52,7 @@ def exported_sides(model, precision, folder):
 
 def main(argv=None):
     module, description = "benchmarks.constant_kernels_ab", __doc__.split("\n\n")[0]
-    args, config, problems = parse_paths_ab(paths_ab_parser(module, description, rounds=8, precision="bfloat16"), argv)
+    args, config, problems = parse_ab(paths_ab_parser(module, description, rounds=8, precision="bfloat16"), argv)
     if problems:
         return refuse(problems)
     import numpy as np  # noqa: PLC0415

@@ -19,23 +19,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     alternate_steps_traced_in,
-    parse_train_ab,
+    parse_ab,
     print_ab,
     refuse,
     train_ab_parser,
     train_ab_report,
     write_report,
 )
-from keras_mixer.export import SAVED_MODEL_PRECISIONS  # noqa: E402
 
 MODULE = "benchmarks.fused_gelu_ab"
 
 
 def main(argv=None):
-    parser = train_ab_parser(MODULE, __doc__.split("\n\n")[0], rounds=9)
-    parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="bfloat16")
+    parser = train_ab_parser(MODULE, __doc__.split("\n\n")[0], rounds=9, precision="bfloat16")
     parser.add_argument("--xla", action="store_true", help="compile the whole train step with XLA")
-    args, config, problems = parse_train_ab(parser, argv)
+    args, config, problems = parse_ab(parser, argv)
     if problems:
         return refuse(problems)
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415  (Keras' GELU: no compiled pieces)

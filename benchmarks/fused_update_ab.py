@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     alternate_train_steps,
-    parse_train_ab,
+    parse_ab,
     print_ab,
     refuse,
     train_ab_parser,
@@ -30,7 +30,7 @@ MODULE = "benchmarks.fused_update_ab"
 
 def main(argv=None):
     parser = train_ab_parser(MODULE, __doc__.split("\n\n")[0], rounds=12)
-    args, config, problems = parse_train_ab(parser, argv)
+    args, config, problems = parse_ab(parser, argv)
     if problems:
         return refuse(problems)
     paths = {"fused": {"fused_update": True}, "keras": {"fused_update": False}}

@@ -24,7 +24,7 @@ from benchmarks.alternation import (  # noqa: E402
     command_line,
     fastest_by_median,
     images_per_second_in_alternation,
-    parse_paths_ab,
+    parse_ab,
     paths_ab_parser,
     print_ab,
     ratios_only,
@@ -78,7 +78,7 @@ def against_the_fastest(rates):
 
 def main(argv=None):
     parser = paths_ab_parser("benchmarks.paths_ab", __doc__.split("\n\n")[0], rounds=10)
-    args, config, problems = parse_paths_ab(parser, argv)
+    args, config, problems = parse_ab(parser, argv)
     if problems:
         return refuse(problems)
     from benchmarks.run import GOAL_BATCH_SIZE, build_model, synthetic_images  # noqa: PLC0415

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
     alternate_train_steps,
-    parse_train_ab,
+    parse_ab,
     print_ab,
     refuse,
     train_ab_parser,
@@ -33,7 +33,7 @@ PATHS = {"xla": {"jit_compile": True}, "graph": {"jit_compile": False}}
 def main(argv=None):
     parser = train_ab_parser(MODULE, __doc__.split("\n\n")[0], rounds=12)
     parser.add_argument("--image-size", type=int, help="another input size than the preset's (224 px, fashion 28)")
-    args, config, problems = parse_train_ab(parser, argv)
+    args, config, problems = parse_ab(parser, argv)
     if config and args.image_size is not None:
         if args.image_size < 1 or args.image_size % config["patch_size"]:
             problems.append(f"--image-size must be a positive multiple of the patch size {config['patch_size']}."
