@@ -33,44 +33,19 @@ def images_per_second_in_alternation(runs, rounds, images_per_run, calls=1):
 
 
 def alternate_train_steps(config, batch_size, rounds, steps, paths):
-    """({path: [images/s per round]}, {path: first call's seconds}, max weight difference between the first two).
+    """({path: [images/s per round]}, {path: first call's seconds}, max weight difference between the first
+    two paths after that call, {path: the op types of its traced step, with their counts}).
 
-    `paths` maps a name to `benchmarks.run.compiled_train_steps` keyword arguments; every path builds the
-    same seeded model, runs one untimed call of `steps` steps (tracing and compiling), then all are timed in
-    alternation. The weight difference after that first call shows the paths train the same model.
-    """
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    from benchmarks.run import compiled_train_steps  # noqa: PLC0415
-
-    count, first_call, steps_of = tf.constant(steps), {}, {}
-    for path, options in paths.items():
-        keras.utils.set_random_seed(0)
-        steps_of[path] = train = compiled_train_steps(config, batch_size, **options)
-        start = time.perf_counter()
-        train(count).numpy()
-        first_call[path] = time.perf_counter() - start
-    first, second = ([v.numpy() for v in train.model.weights] for train in list(steps_of.values())[:2])
-    difference = max(float(np.abs(a - b).max()) for a, b in zip(first, second))
-    runs = {path: (lambda train=train: train(count).numpy()) for path, train in steps_of.items()}
-    return images_per_second_in_alternation(runs, rounds, steps * batch_size), first_call, difference
-
-
-def alternate_steps_traced_in(config, batch_size, precision, rounds, steps, contexts, jit_compile=False):
-    """({name: [images/s per round]}, the largest weight difference between the first two after their first
-    call, {name: the op types its traced step ran, with their counts}).
-
-    For each `contexts` entry (name -> a context manager factory) a seeded train step of the default run
-    (`benchmarks.run.compiled_train_steps`) is traced inside that context, so that it keeps what the context
-    chose; then all are timed in alternation, `steps` steps per timed call.
+    `paths` maps a name to `benchmarks.run.compiled_train_steps` keyword arguments, and optionally
+    `traced_in`: a context manager factory the step is traced in (so it keeps what the context chose). Every
+    path builds the same seeded model, runs one untimed call of `steps` steps (tracing and compiling), then
+    all are timed in alternation. The weight difference shows the paths train the same model.
 
     Example:
     >>> import contextlib
     >>> from benchmarks.run import model_config
-    >>> rates, difference, ops = alternate_steps_traced_in(model_config("fashion"), 2, "float32", 1, 1,
-    ...                                                    {"a": contextlib.nullcontext, "b": contextlib.nullcontext})
+    >>> paths = {"a": {}, "b": {"traced_in": contextlib.nullcontext}}
+    >>> rates, _, difference, ops = alternate_train_steps(model_config("fashion"), 2, 1, 1, paths)
     >>> sorted(rates), [len(values) for values in rates.values()], difference, ops["a"] == ops["b"]
     (['a', 'b'], [1, 1], 0.0, True)
     """
@@ -82,19 +57,23 @@ def alternate_steps_traced_in(config, batch_size, precision, rounds, steps, cont
 
     from benchmarks.run import compiled_train_steps  # noqa: PLC0415
 
-    count, trains, ops = tf.constant(steps), {}, {}
-    for name, context in contexts.items():
+    count, first_call, steps_of, ops = tf.constant(steps), {}, {}, {}
+    for path, options in paths.items():
+        traced_in = options.get("traced_in", contextlib.nullcontext)
         keras.utils.set_random_seed(0)
-        trains[name] = train = compiled_train_steps(config, batch_size, precision, jit_compile=jit_compile)
-        with context():
-            train(count).numpy()  # traced (and so fixed) here
+        step_options = {key: value for key, value in options.items() if key != "traced_in"}
+        steps_of[path] = train = compiled_train_steps(config, batch_size, **step_options)
+        start = time.perf_counter()
+        with traced_in():
+            train(count).numpy()
+        first_call[path] = time.perf_counter() - start
         graph = train.get_concrete_function(count).graph.as_graph_def()
         nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
-        ops[name] = dict(collections.Counter(node.op for node in nodes))
-    first, second = ([v.numpy() for v in train.model.weights] for train in list(trains.values())[:2])
+        ops[path] = dict(collections.Counter(node.op for node in nodes))
+    first, second = ([v.numpy() for v in train.model.weights] for train in list(steps_of.values())[:2])
     difference = max(float(np.abs(a - b).max()) for a, b in zip(first, second))
-    runs = {name: (lambda train=train: train(count).numpy()) for name, train in trains.items()}
-    return images_per_second_in_alternation(runs, rounds, steps * batch_size), difference, ops
+    runs = {path: (lambda train=train: train(count).numpy()) for path, train in steps_of.items()}
+    return images_per_second_in_alternation(runs, rounds, steps * batch_size), first_call, difference, ops
 
 
 def ab_summary(rates, new, old):

@@ -10,7 +10,6 @@ the whole step with XLA (as `--xla` training does), where the GELU is compiled e
 per-round ratios and writes JSON (`--json`) with the CPU named.
 """
 
-import contextlib
 import os
 import sys
 
@@ -18,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
-    alternate_steps_traced_in,
+    alternate_train_steps,
     parse_ab,
     print_ab,
     refuse,
@@ -38,10 +37,9 @@ def main(argv=None):
         return refuse(problems)
     from keras_mixer.fused_norm import portable_graph  # noqa: PLC0415  (Keras' GELU: no compiled pieces)
 
-    contexts = {"compiled": contextlib.nullcontext, "keras": portable_graph}
-    rates, difference, _ = alternate_steps_traced_in(
-        config, args.batch_size, args.precision, args.rounds, args.steps, contexts, jit_compile=args.xla
-    )
+    step = {"precision": args.precision, "jit_compile": args.xla}
+    paths = {"compiled": step, "keras": {**step, "traced_in": portable_graph}}
+    rates, _, difference, _ = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, paths)
     report = {
         **train_ab_report(MODULE, argv, args),
         "precision": args.precision,

@@ -34,7 +34,7 @@ def main(argv=None):
     if problems:
         return refuse(problems)
     paths = {"fused": {"fused_update": True}, "keras": {"fused_update": False}}
-    rates, first_call, difference = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, paths)
+    rates, first_call, difference, _ = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, paths)
     report = {
         **train_ab_report(MODULE, argv, args),
         "first_call_seconds": first_call,

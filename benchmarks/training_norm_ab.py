@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.alternation import (  # noqa: E402
     ab_summary,
-    alternate_steps_traced_in,
+    alternate_train_steps,
     parse_ab,
     print_ab,
     refuse,
@@ -54,10 +54,9 @@ def main(argv=None):
     from keras_mixer.fused_norm import keras_layer_norm, onednn_enabled  # noqa: PLC0415
 
     onednn = onednn_norm_in_training_forced if args.force else contextlib.nullcontext
-    contexts = {"onednn": onednn, "keras": keras_layer_norm}
-    rates, difference, ops = alternate_steps_traced_in(
-        config, args.batch_size, args.precision, args.rounds, args.steps, contexts
-    )
+    paths = {"onednn": {"precision": args.precision, "traced_in": onednn},
+             "keras": {"precision": args.precision, "traced_in": keras_layer_norm}}  # fmt: skip
+    rates, _, difference, ops = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, paths)
     report = {
         **train_ab_report(MODULE, argv, args),
         "precision": args.precision,

@@ -41,7 +41,7 @@ def main(argv=None):
         config = {**config, "image_size": args.image_size}
     if problems:
         return refuse(problems)
-    rates, first_call, difference = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, PATHS)
+    rates, first_call, difference, _ = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, PATHS)
     report = {
         **train_ab_report(MODULE, argv, args),
         "model": config,

@@ -9,7 +9,7 @@ channel matmul (6272 x 512) @ (512 x 2048) with bias and GELU ran as oneDNN's in
 (AVX512-BF16, no AMX tiles) with a variable weight, 17.8 ms, and as `brgemm:avx10_1_512_amx` with a
 constant one, 10.0 ms (a probe, `ONEDNN_VERBOSE=1`, 2026-12-07).
 
-Inside `constant_kernels()`, graphs traced on the TensorFlow backend read the `MlpBlock` kernels (99 % of
+Inside `constant_kernels(model)`, graphs traced on the TensorFlow backend read the `MlpBlock` kernels (99 % of
 a Mixer's FLOPs) as constants; biases, norms, the stem and the head stay variables. The bfloat16
 SavedModel of `keras_mixer.export` is traced so: a served model never changes a weight, and TF Serving
 then needs no environment variable for the speed. Whether the float32 SavedModel gains is measured

@@ -184,12 +184,20 @@ def onednn_inference_applies(norm, inputs, training):
     dtype = keras.backend.standardize_dtype(inputs.dtype)
     return (
         _fusable(norm, inputs, training)
-        and len(inputs.shape) in (2, 3)
-        and (dtype == "float32" or (dtype == "bfloat16" and _onednn_takes_bfloat16()))
+        and (dtype == "float32" or dtype == "bfloat16" and _onednn_takes_bfloat16())
+        and (inputs.shape[0] is None or not _PORTABLE.get())
+        and _onednn_form_runs(inputs)
+    )
+
+
+def _onednn_form_runs(inputs):
+    """What `onednn_layer_norm` needs in training and at inference: 2-D or 3-D inputs, not inside
+    `without_onednn_norm()`, the TensorFlow backend tracing a graph, TensorFlow's oneDNN on, no GPU."""
+    return (
+        len(inputs.shape) in (2, 3)
+        and _ONEDNN_NORM.get()
         and keras.backend.backend() == "tensorflow"
         and _tracing_a_graph()
-        and (inputs.shape[0] is None or not _PORTABLE.get())
-        and _ONEDNN_NORM.get()
         and onednn_enabled()
         and not _machine_has_gpu()
     )
@@ -198,26 +206,22 @@ def onednn_inference_applies(norm, inputs, training):
 def onednn_training_applies(norm, inputs, training):
     """Whether `norm` trains with `onednn_layer_norm` on `inputs` in this call: in training, bfloat16 inputs.
 
-    All must hold: `training`; `_fusable_norm`; 2-D or 3-D bfloat16 inputs on a CPU where TensorFlow's oneDNN
-    takes bfloat16 (`_onednn_takes_bfloat16`); a graph being traced; the TensorFlow backend with oneDNN on;
-    no GPU. In training the form runs as oneDNN's batch norm in training mode (`_MklFusedBatchNormV3`) and
-    its gradient as one op (`FusedBatchNormGradV3`), where Keras' op is about a dozen element-wise ops
-    forward and twenty back; the scale and shift stay separate ops, in bfloat16 as at inference. float32
-    keeps Keras' op: S/16's graph train step at batch 8 ran 1.13x with this form in bfloat16 (8 of 8
-    rounds) and 1.02x in float32 (6 of 8; 2-core Sapphire Rapids, 2026-12-07, `python -m
-    benchmarks.training_norm_ab`, `--force` for float32), where float32 trains with XLA by default anyway.
+    All must hold: `training`; `_fusable_norm`; bfloat16 inputs on a CPU where TensorFlow's oneDNN takes
+    bfloat16 (`_onednn_takes_bfloat16`); `_onednn_form_runs` (as at inference). In training the form runs as
+    oneDNN's batch norm in training mode (`_MklFusedBatchNormV3`) and its gradient as one op
+    (`FusedBatchNormGradV3`), where Keras' op is about a dozen element-wise ops forward and twenty back; the
+    scale and shift stay separate ops, in bfloat16 as at inference. float32 keeps Keras' op: S/16's graph train
+    step at batch 8 ran 1.13x with this form in bfloat16 (8 of 8 rounds) and 1.02x in float32 (6 of 8; 2-core
+    Sapphire Rapids, 2026-12-07, `python -m benchmarks.training_norm_ab`, `--force` for float32), where float32
+    trains with XLA by default anyway.
     Unmeasured elsewhere, and inside XLA-compiled steps (`--xla`), where XLA lowers the same ops.
     """
     return (
         bool(training)
         and _fusable_norm(norm, inputs)
-        and len(inputs.shape) in (2, 3)
         and keras.backend.standardize_dtype(inputs.dtype) == "bfloat16"
         and _onednn_takes_bfloat16()
-        and keras.backend.backend() == "tensorflow"
-        and _tracing_a_graph()
-        and onednn_enabled()
-        and not _machine_has_gpu()
+        and _onednn_form_runs(inputs)
     )
 
 

@@ -208,7 +208,7 @@ class MlpBlock(keras.layers.Layer):
 
     @staticmethod
     def _dense(dense, x):
-        # Inside `constant_kernels()` (the bfloat16 SavedModel) the kernel is a graph constant, which oneDNN
+        # Inside `constant_kernels(model)` (the bfloat16 SavedModel) the kernel is a graph constant, which oneDNN
         # reorders once (`keras_mixer.constant_kernels`); same values.
         kernel = constant_kernel(dense)
         return dense(x) if kernel is None else dense_with_constant_kernel(dense, x, kernel)

@@ -359,7 +359,7 @@ def test_the_xla_training_ab_refuses_bad_flags(capsys):
 def test_the_xla_and_graph_steps_train_the_same_model():
     tiny = dict(num_classes=3, image_size=8, patch_size=4, num_channels=1, num_blocks=2, hidden_dim=8,
                 tokens_mlp_dim=4, channels_mlp_dim=16)  # fmt: skip
-    rates, first_call, difference = alternate_train_steps(tiny, 4, 2, 3, xla_training_ab.PATHS)
+    rates, first_call, difference, _ = alternate_train_steps(tiny, 4, 2, 3, xla_training_ab.PATHS)
     assert sorted(rates) == ["graph", "xla"] and all(len(values) == 2 and min(values) > 0 for values in rates.values())
     assert sorted(first_call) == ["graph", "xla"]
     assert 0 < difference < 1e-5  # the same three steps, compiled two ways: rounding apart, not identical code
