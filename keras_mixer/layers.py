@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from keras_mixer.constant_kernels import constant_kernel, dense_with_constant_kernel
-from keras_mixer.fused_gelu import gelu
+from keras_mixer.fused_gelu import biased_gelu, biased_gelu_applies, gelu
 from keras_mixer.fused_norm import (
     fused_inference_applies,
     fused_layer_norm,
@@ -101,6 +101,20 @@ class LayerNormalization(keras.layers.LayerNormalization):
         return ops.cast(super().call(inputs), output_dtype)
 
 
+def patch_matmul_applies(training):
+    """Whether `PatchEmbedding` runs as one matmul over the flattened patches rather than a strided convolution:
+    in training, where its kernel's gradient is then a matmul too. The same function. In a bfloat16 S/16 step at
+    batch 8 on the 2-core Sapphire Rapids, the convolution's filter gradient took 19 ms of about 470
+    (`python -m benchmarks.op_breakdown --training`); `python -m benchmarks.training_matmul_ab --change stem`
+    measures the step (README "Performance"). Inference keeps the convolution, which TFLite maps to its own op.
+
+    Example:
+    >>> patch_matmul_applies(training=True), patch_matmul_applies(training=None)
+    (True, False)
+    """
+    return bool(training)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PatchEmbedding(keras.layers.Layer):
     """Non-overlapping patch embedding: the stem of the Mixer.
@@ -108,7 +122,8 @@ class PatchEmbedding(keras.layers.Layer):
     A convolution with kernel = stride = patch size and `hidden_dim` filters, whose output grid
     is flattened row-major into tokens: (N, H, W, C_in) -> (N, (H/ph)·(W/pw), hidden_dim).
     Kernel lecun-normal, bias zero (as the official model). Input height and width must be
-    multiples of the patch size (the model checks this at construction).
+    multiples of the patch size (the model checks this at construction). In training the same map runs as one
+    matmul over the flattened patches (`patch_matmul_applies`).
 
     Example:
     >>> import numpy as np
@@ -133,14 +148,24 @@ class PatchEmbedding(keras.layers.Layer):
         # A wrong channel count at call time fails here, naming the layer and both shapes.
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: num_channels})
 
-    def call(self, images):
-        patches = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
-        # (batch, grid_h, grid_w, channels) -> (batch, tokens, channels), row-major. The grid comes
-        # from the input's size: TensorFlow's conv returns a wrongly shaped empty tensor for an
+    def call(self, images, training=None):
+        # The grid comes from the input's size: TensorFlow's conv returns a wrongly shaped empty tensor for an
         # empty batch, which must still become (0, tokens, channels).
         _, height, width, _ = ops.shape(images)
-        tokens = (height // self.patch_size[0]) * (width // self.patch_size[1])
-        return ops.reshape(patches, (-1, tokens, self.hidden_dim)) + self.bias
+        grid_h, grid_w = height // self.patch_size[0], width // self.patch_size[1]
+        if patch_matmul_applies(training):
+            patches = self._patches_by_matmul(images, grid_h, grid_w)
+        else:
+            patches = ops.conv(images, self.kernel, strides=self.patch_size, padding="valid")
+        # (batch, grid_h, grid_w, channels) -> (batch, tokens, channels), row-major.
+        return ops.reshape(patches, (-1, grid_h * grid_w, self.hidden_dim)) + self.bias
+
+    def _patches_by_matmul(self, images, grid_h, grid_w):
+        """The convolution as one matmul: each patch flattened in the kernel's (row, column, channel) order."""
+        (patch_h, patch_w), channels = self.patch_size, self.kernel.shape[2]
+        rows = ops.reshape(images, (-1, grid_h, patch_h, grid_w, patch_w, channels))
+        rows = ops.reshape(ops.transpose(rows, (0, 1, 3, 2, 4, 5)), (-1, patch_h * patch_w * channels))
+        return ops.matmul(rows, ops.reshape(self.kernel, (patch_h * patch_w * channels, self.hidden_dim)))
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -161,8 +186,8 @@ class MlpBlock(keras.layers.Layer):
     channels). Optional dropout after the GELU and after the output projection (timm's
     placement; the official model has none). Kernels lecun-normal, biases zero.
     `activation="relu"` swaps the GELU for a ReLU (not the paper's model; faster on CPU). In training
-    on TensorFlow the GELU's forward and gradient run compiled, and at inference on some CPUs its forward
-    (`keras_mixer.fused_gelu`; same values).
+    on TensorFlow the GELU's forward and gradient run compiled, with `Dense_0`'s bias added inside
+    (`fused_gelu.biased_gelu`), and at inference on some CPUs its forward (`keras_mixer.fused_gelu`; same values).
 
     Example:
     >>> import numpy as np
@@ -193,12 +218,18 @@ class MlpBlock(keras.layers.Layer):
         inner_shape = tuple(x.shape[1:-1])
         if None not in inner_shape:
             x = ops.reshape(x, (-1, x.shape[-1]))
-        x = self._dense(self.dense_0, x)
-        if self.activation == "gelu":
+        if self.activation == "gelu" and biased_gelu_applies(training):
+            # Dense_0's matmul alone, its bias added inside the compiled GELU (`fused_gelu.biased_gelu`, which
+            # says why): the same function.
+            dense, dtype = self.dense_0, self.dense_0.compute_dtype
+            x = ops.matmul(x, ops.cast(dense.kernel, dtype))
+            x = biased_gelu(x, ops.cast(dense.bias, dtype), approximate=self.gelu_approximate)
+        elif self.activation == "gelu":
+            x = self._dense(self.dense_0, x)
             per_example = math.prod(inner_shape) * self.mlp_dim if None not in inner_shape else None
             x = gelu(x, approximate=self.gelu_approximate, training=training, elements_per_example=per_example)
         else:
-            x = ops.relu(x)
+            x = ops.relu(self._dense(self.dense_0, x))
         x = self.dropout(x, training=training)
         x = self._dense(self.dense_1, x)
         x = self.dropout(x, training=training)

@@ -29,6 +29,7 @@ from benchmarks import (
     op_breakdown,
     paths_ab,
     peer_ab,
+    training_matmul_ab,
     training_norm_ab,
     xla_training_ab,
 )
@@ -117,9 +118,11 @@ def test_the_op_breakdown_of_a_training_step_shows_the_backward_pass_one_op_at_a
     printed = result.stdout
     assert "training step, one op at a time (inter-op threads: 1)" in printed
     counts = {line.split()[0]: int(line.split()[-1]) for line in printed.splitlines() if line.startswith("_Mkl")}
-    # Forward: 17 matmuls with their bias (and GELU) fused. Backward: two plain matmuls per forward
-    # matmul, the gradients of its input and of its kernel.
-    assert counts["_MklNativeFusedMatMul"] == 17 and counts["_MklMatMul"] == 2 * 17, printed
+    # Forward: the 8 MLPs' second Dense and the head fused with their bias; each MLP's first Dense (its bias in
+    # the compiled GELU) and the stem as plain matmuls. Backward: two plain matmuls per Dense, the gradients of
+    # its input and of its kernel, and the stem kernel's.
+    assert counts["_MklNativeFusedMatMul"] == 9, printed
+    assert counts["_MklMatMul"] == (8 + 1) + (2 * 17 + 1), printed
 
 
 def test_the_op_breakdown_names_every_bad_flag_in_one_line_before_touching_tensorflow():
@@ -323,6 +326,26 @@ def test_the_constant_kernels_ab_times_both_saved_models_and_restores_the_packag
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "is a folder" in error
     assert "--calls must be >= 1. Received: -1" in error and "unknown model 'mixer_x9'" in error
+
+
+@pytest.mark.parametrize("change, replaced_op", [("mlp", "BiasAddGrad"), ("stem", "Conv2DBackpropFilter")])
+def test_the_training_matmul_ab_times_each_plain_matmul_form_against_the_form_it_replaced(tmp_path, capsys, change,
+                                                                                         replaced_op):  # fmt: skip
+    out = tmp_path / "ab.json"
+    args = ["--change", change, "--preset", "fashion", "--precision", "float32", "--batch-size", "4", "--rounds", "2"]
+    assert training_matmul_ab.main([*args, "--steps", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    blocks = model_config("fashion")["num_blocks"]
+    # One BiasAddGrad a first Dense (two MLPs a block) or the stem's filter gradient, only on the side before.
+    fewer = 2 * blocks if change == "mlp" else 1
+    counts = report["op_counts_that_differ"][replaced_op]
+    assert counts["before"] - counts["matmul"] == fewer, report["op_counts_that_differ"]
+    assert len(report["ratios_matmul_over_before"]) == 2 and report["machine"]["cpu"]
+    assert report["max_weight_difference_after_first_call"] < 1e-5  # the same training, to rounding
+    assert "matmul faster in" in capsys.readouterr().out
+    assert training_matmul_ab.main(["--change", "mlp", "--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
 
 
 def test_the_training_norm_ab_times_both_train_steps_with_the_norms_each_side_traced(tmp_path, capsys, monkeypatch):

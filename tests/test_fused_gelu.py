@@ -11,7 +11,13 @@ import tensorflow as tf
 
 from keras_mixer import MLPMixer, fused_gelu, fused_norm, load_official_weights
 from keras_mixer.export import export_tflite, write_saved_model
-from keras_mixer.fused_gelu import MIN_INFERENCE_ELEMENTS_PER_EXAMPLE, gelu, keras_gelu_at_inference
+from keras_mixer.fused_gelu import (
+    MIN_INFERENCE_ELEMENTS_PER_EXAMPLE,
+    biased_gelu,
+    biased_gelu_applies,
+    gelu,
+    keras_gelu_at_inference,
+)
 from keras_mixer.fused_norm import portable_graph
 from keras_mixer.layers import MlpBlock
 from keras_mixer.lite import TFLiteClassifier
@@ -74,6 +80,23 @@ def test_lower_precisions_round_the_float64_result_once(approximate, dtype, tole
     assert np.max(np.abs(gradient.astype("float64") - slope)) <= 2 * tolerance
 
 
+@pytest.mark.parametrize("approximate", [True, False])
+def test_the_biased_form_is_the_gelu_of_the_sum_and_gives_both_gradients(approximate):
+    rng = np.random.default_rng(5)
+    x, bias, upstream = 3 * rng.standard_normal((2, 7, 4)), rng.standard_normal(4), rng.standard_normal((2, 7, 4))
+    reference = REFERENCES[approximate]
+    step = 1e-5
+    slope = (reference(x + bias + step) - reference(x + bias - step)) / (2 * step)
+    inputs = [tf.constant(x), tf.constant(bias)]
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = biased_gelu(*inputs, approximate=approximate)
+    x_gradient, bias_gradient = tape.gradient(y, inputs, output_gradients=tf.constant(upstream))
+    np.testing.assert_allclose(y.numpy(), reference(x + bias), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(x_gradient.numpy(), slope * upstream, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(bias_gradient.numpy(), (slope * upstream).sum(axis=(0, 1)), rtol=1e-7, atol=1e-7)
+
+
 def _traced(block, x, training):
     return tf.function(lambda t: block(t, training=training)).get_concrete_function(x).graph.as_graph_def()
 
@@ -84,8 +107,10 @@ def test_small_mlps_run_it_in_training_only_and_not_inside_portable_graph(cpu_ru
     block(x)
     assert _xla_marked(_traced(block, x, True))
     assert not _xla_marked(_traced(block, x, False))
+    assert biased_gelu_applies(training=True) and not biased_gelu_applies(training=False)
     with portable_graph():
         assert not _xla_marked(_traced(block, x, True))
+        assert not biased_gelu_applies(training=True)
 
 
 def test_large_mlps_run_it_at_traced_inference_where_the_rule_admits(cpu_rule_admits, monkeypatch):
@@ -129,7 +154,7 @@ def test_a_model_running_it_gives_the_official_logits_and_exports_keep_keras_gel
 
 
 @pytest.mark.parametrize("approximate", [True, False])
-def test_a_training_step_has_the_gradients_of_keras_gelu(approximate):
+def test_a_training_step_has_the_gradients_of_keras_dense_and_gelu(approximate):
     keras.utils.set_random_seed(3)
     model = MLPMixer(num_classes=4, image_size=16, patch_size=4, num_blocks=2, hidden_dim=16, tokens_mlp_dim=8,
                      channels_mlp_dim=32, gelu_approximate=approximate)  # fmt: skip
@@ -137,6 +162,8 @@ def test_a_training_step_has_the_gradients_of_keras_gelu(approximate):
     images = tf.constant(rng.uniform(0, 255, (3, 16, 16, 3)), tf.float32)
     head = model.get_layer("head").kernel
     head.assign(rng.standard_normal(head.shape))  # the paper's zero head would pass no gradient back
+    for bias in (variable for variable in model.weights if variable.path.endswith("bias")):
+        bias.assign(rng.standard_normal(bias.shape))  # zero biases would hide a bias left out of the GELU
     weights = tf.constant(rng.standard_normal((3, 4)), tf.float32)
 
     @tf.function

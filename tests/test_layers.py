@@ -3,6 +3,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_mixer.layers import DropPath, MixerBlock, MlpBlock, PatchEmbedding
 from tests.model_checks import run_layer_checks
@@ -21,6 +22,30 @@ def test_patch_embedding_is_a_raster_order_linear_map_of_patches():
     np.testing.assert_allclose(tokens, patches @ kernel.reshape(-1, 5), rtol=1e-5, atol=1e-5)
     assert tokens.shape == (2, 3 * 4, 5)
     run_layer_checks(stem, images)
+
+
+def test_in_training_the_stem_has_the_convolutions_values_and_gradients():
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((3, 12, 8, 2))  # float64: a difference would be the form's, not rounding
+    upstream = rng.standard_normal((3, 12, 5))
+    stem = PatchEmbedding(hidden_dim=5, patch_size=(4, 2), dtype="float64")
+    stem.build(images.shape)
+    stem.bias.assign(rng.standard_normal(5))
+
+    def value_and_gradients(training):
+        with tf.GradientTape() as tape:
+            tokens = stem(tf.constant(images), training=training)
+        gradients = tape.gradient(tokens, [stem.kernel.value, stem.bias.value], output_gradients=tf.constant(upstream))
+        return [tokens.numpy(), *(gradient.numpy() for gradient in gradients)]
+
+    # The float64 reference: the stem is a linear map of the patches (raster order, HWC inside), so its kernel's
+    # gradient is patches^T @ upstream and its bias's the sum of upstream.
+    patches = images.reshape(3, 3, 4, 4, 2, 2).transpose(0, 1, 3, 2, 4, 5).reshape(3, 12, 4 * 2 * 2)
+    kernel_gradient = np.einsum("nsk,nsd->kd", patches, upstream).reshape(4, 2, 2, 5)
+    tokens, *gradients = value_and_gradients(training=True)
+    np.testing.assert_allclose(tokens, value_and_gradients(training=False)[0], rtol=1e-12, atol=1e-12)
+    for gradient, reference in zip(gradients, [kernel_gradient, upstream.sum(axis=(0, 1))]):
+        np.testing.assert_allclose(gradient, reference, rtol=1e-12, atol=1e-12)
 
 
 def test_patchify_helper_matches_square_case():
