@@ -1,4 +1,4 @@
-"""The fused layer norms behind `layers.LayerNormalization` at TensorFlow inference, and `portable_graph()`.
+"""The fused layer norms behind `layers.LayerNormalization` on TensorFlow, and `portable_graph()`.
 
 TensorFlow's graph runtime runs Keras' layer norm as about seven full passes over the activations
 (cast, two means, a squared difference, a scale, a shift, a cast back). Two fused forms replace it at
@@ -27,8 +27,10 @@ On the 2-core AMD EPYC with AVX-512 (2026-11-27, S/16 at 224 px, the three paths
 15 rounds, by `python -m benchmarks.fused_norm_ab`; README "Performance"), against Keras' op oneDNN's
 norm ran 1.14x in mixed bfloat16 and 1.06x in float32 at batch 32, 1.11x and 1.06x at batch 1; the XLA
 norm 1.06x, 1.03x, 1.07x and 1.02x. So oneDNN's norm beat the XLA one in all four settings (1.03-1.06x).
-Training keeps Keras' op, but for bfloat16 inputs where TensorFlow's oneDNN takes them: there the
-oneDNN form trains too, as batch norm forward and its gradient (`onednn_training_applies`).
+In training the same size rule applies: where the XLA norm may run, a norm trains with it and with its
+gradient compiled too (`trainable_fused_layer_norm`, `compiled_training_applies`); with more threads than
+`MAX_TENSORFLOW_THREADS`, bfloat16 inputs where TensorFlow's oneDNN takes them train with the oneDNN form, as
+batch norm forward and its gradient (`onednn_training_applies`), and other inputs with Keras' op.
 
 Precision: the XLA norm computes in float32 whatever its input and rounds once. oneDNN's norm computes in
 its input's dtype: under `mixed_bfloat16` it takes the bfloat16 activations, keeps its statistics in
@@ -317,17 +319,92 @@ def onednn_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
     return outputs
 
 
+def _normalized(x, gamma, beta, epsilon):
+    """(layer norm of `x` over its last axis with `gamma` and `beta`, the mean, 1 / standard deviation), all in
+    `x`'s dtype (the caller's compute dtype)."""
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    inverse_std = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+    return centered * (inverse_std * tf.cast(gamma, x.dtype)) + tf.cast(beta, x.dtype), mean, inverse_std
+
+
 @functools.cache
 def _compiled_norm():
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
 
     @tf.function(jit_compile=True, autograph=False)
     def norm(x, gamma, beta, epsilon, output_dtype):
-        x = tf.cast(x, tf.float32)
-        centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-        variance = tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
-        scale = tf.math.rsqrt(variance + epsilon) * tf.cast(gamma, tf.float32)
-        return tf.cast(centered * scale + tf.cast(beta, tf.float32), output_dtype)
+        return tf.cast(_normalized(tf.cast(x, tf.float32), gamma, beta, epsilon)[0], output_dtype)
+
+    return norm
+
+
+def compiled_training_applies(norm, inputs, training):
+    """Whether `norm` trains with `trainable_fused_layer_norm` on `inputs` in this call.
+
+    All must hold: `training`; `_fusable_norm`; `tensorflow_cpu_xla_allowed()`; at most `MAX_TENSORFLOW_THREADS`
+    (as the XLA norm at inference). Where it holds, it comes before `onednn_training_applies`. On the 2-core
+    Sapphire Rapids S/16's graph train step at batch 8 ran faster with it than with oneDNN's form in bfloat16
+    and than with Keras' op in float32 (`python -m benchmarks.training_norm_ab --against onednn|keras`; README
+    "Performance"). Inside an XLA-compiled step (`--xla`) XLA compiles the same functions with the rest.
+    """
+    return (
+        bool(training)
+        and _fusable_norm(norm, inputs)
+        and tensorflow_cpu_xla_allowed()
+        and tensorflow_threads() <= MAX_TENSORFLOW_THREADS
+    )
+
+
+def trainable_fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
+    """`fused_layer_norm` whose gradient (for `inputs`, `gamma` and `beta`) is one XLA-compiled function too.
+
+    Computes in float32 (float64 for float64 inputs) and rounds once; the gradient is the layer norm's, from
+    the mean and 1 / standard deviation the forward kept: with x̂ the normalised input and g = upstream · gamma,
+    dx = (g - mean(g) - x̂ · mean(g · x̂)) / std, dgamma = Σ upstream · x̂, dbeta = Σ upstream.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> y = trainable_fused_layer_norm(tf.constant([[1.0, 2.0, 3.0]]), tf.ones(3), tf.zeros(3), 1e-6, tf.float32)
+    >>> [round(float(value), 4) for value in y[0]]
+    [-1.2247, 0.0, 1.2247]
+    """
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    return _compiled_trainable_norm(float(epsilon), tf.as_dtype(output_dtype))(inputs, gamma, beta)
+
+
+@functools.cache
+def _compiled_trainable_norm(epsilon, output_dtype):
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    def in_compute_dtype(x):
+        return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def forward(x, gamma, beta):
+        y, mean, inverse_std = _normalized(in_compute_dtype(x), gamma, beta, epsilon)
+        return tf.cast(y, output_dtype), mean, inverse_std
+
+    @tf.function(jit_compile=True, autograph=False)
+    def backward(x, gamma, mean, inverse_std, upstream):
+        x_hat = (in_compute_dtype(x) - mean) * inverse_std
+        upstream = tf.cast(upstream, x_hat.dtype)
+        leading_axes = list(range(len(x.shape) - 1))
+        g = upstream * tf.cast(gamma, upstream.dtype)
+        dx = inverse_std * (
+            g - tf.reduce_mean(g, axis=-1, keepdims=True) - x_hat * tf.reduce_mean(g * x_hat, axis=-1, keepdims=True)
+        )
+        dgamma = tf.reduce_sum(upstream * x_hat, axis=leading_axes)
+        dbeta = tf.reduce_sum(upstream, axis=leading_axes)
+        return tf.cast(dx, x.dtype), tf.cast(dgamma, gamma.dtype), tf.cast(dbeta, gamma.dtype)
+
+    @tf.custom_gradient
+    def norm(x, gamma, beta):
+        y, mean, inverse_std = forward(x, gamma, beta)
+        return y, lambda upstream: backward(x, gamma, mean, inverse_std, upstream)
 
     return norm
 

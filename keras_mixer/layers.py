@@ -24,11 +24,13 @@ from keras import ops
 from keras_mixer.constant_kernels import constant_kernel, dense_with_constant_kernel
 from keras_mixer.fused_gelu import biased_gelu, biased_gelu_applies, gelu
 from keras_mixer.fused_norm import (
+    compiled_training_applies,
     fused_inference_applies,
     fused_layer_norm,
     onednn_inference_applies,
     onednn_layer_norm,
     onednn_training_applies,
+    trainable_fused_layer_norm,
 )
 
 PACKAGE = "keras_mixer"
@@ -67,14 +69,15 @@ def mixed_precision_safe_dtype(dtype_policy):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class LayerNormalization(keras.layers.LayerNormalization):
-    """`keras.layers.LayerNormalization`: same arguments, weights and math; fused at TF inference.
+    """`keras.layers.LayerNormalization`: same arguments, weights and math; fused on TensorFlow.
 
     On the TensorFlow backend at inference on a CPU, a norm of at least
     `fused_norm.MIN_ELEMENTS_PER_EXAMPLE` elements per example runs fused in traced graphs: as oneDNN's
     layer norm where TensorFlow's oneDNN runs it, else as one XLA-compiled function
-    (`keras_mixer.fused_norm`, which says what each was measured to be worth); in training, bfloat16 inputs
-    run oneDNN's form too where its oneDNN takes bfloat16; other training, eager calls, small norms and the
-    other backends run the parent's op, and exports (`portable_graph()`) no XLA.
+    (`keras_mixer.fused_norm`, which says what each was measured to be worth); in training, as the XLA norm
+    with its gradient compiled too, or (more threads) oneDNN's form for bfloat16 where its oneDNN takes it;
+    other training, small norms and the other backends run the parent's op, and exports (`portable_graph()`)
+    no XLA.
 
     Example:
     >>> import numpy as np
@@ -94,6 +97,9 @@ class LayerNormalization(keras.layers.LayerNormalization):
         """
         output_dtype = output_dtype or self.compute_dtype
         # `.value`: the backend's own variable, which a `tf.function` takes as an argument.
+        if compiled_training_applies(self, inputs, training):
+            gamma, beta = (ops.convert_to_tensor(weight.value) for weight in (self.gamma, self.beta))
+            return trainable_fused_layer_norm(inputs, gamma, beta, self.epsilon, output_dtype)
         if onednn_inference_applies(self, inputs, training) or onednn_training_applies(self, inputs, training):
             return onednn_layer_norm(inputs, self.gamma.value, self.beta.value, self.epsilon, output_dtype)
         if fused_inference_applies(self, inputs, training):

@@ -348,20 +348,25 @@ def test_the_training_matmul_ab_times_each_plain_matmul_form_against_the_form_it
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
 
 
-def test_the_training_norm_ab_times_both_train_steps_with_the_norms_each_side_traced(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("against, forced", [("onednn", True), ("keras", False)])
+def test_the_training_norm_ab_times_the_packages_norm_against_each_other_form(tmp_path, capsys, monkeypatch, against,
+                                                                              forced):  # fmt: skip
     monkeypatch.setattr(fused_norm, "MIN_ELEMENTS_PER_EXAMPLE", 0)  # the default model's norms are small
+    monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", math.inf)  # the compiled norm on any machine
     out = tmp_path / "ab.json"
-    args = ["--preset", "fashion", "--precision", "float32", "--force", "--batch-size", "4", "--rounds", "2"]
-    assert training_norm_ab.main([*args, "--steps", "1", "--json", str(out)]) == 0
+    args = ["--preset", "fashion", "--precision", "float32", "--against", against, "--batch-size", "4", "--rounds", "2"]
+    assert training_norm_ab.main([*args, *(["--force"] if forced else []), "--steps", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     norms = 2 * model_config("fashion")["num_blocks"] + 1  # two a block and the pre-head norm
-    assert report["norms_in_onednn_form"] == {"onednn": norms, "keras": 0} and report["forced"] is True
-    assert len(report["ratios_onednn_over_keras"]) == 2 and report["machine"]["cpu"]
+    assert report["norms_in_onednn_form"] == {"package": 0, against: norms if forced else 0}
+    assert len(report[f"ratios_package_over_{against}"]) == 2 and report["machine"]["cpu"]
     assert report["max_weight_difference_after_first_call"] < 1e-5  # the same training, to rounding
-    assert "onednn faster in" in capsys.readouterr().out
-    assert training_norm_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    assert "package faster in" in capsys.readouterr().out
+    bad = ["--rounds", "0", "--preset", "mixer_x9", "--against", "keras", "--force"]
+    assert training_norm_ab.main(bad) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
+    assert "--force needs --against onednn" in error
 
 
 def test_the_fused_update_ab_refuses_bad_flags(capsys, tmp_path):

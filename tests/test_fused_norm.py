@@ -176,40 +176,68 @@ def onednn_takes_bfloat16(monkeypatch):
     monkeypatch.setattr(fused_norm, "onednn_enabled", lambda: True)
 
 
-def test_bfloat16_training_runs_onednns_form_with_the_textbook_gradients(onednn_takes_bfloat16):
-    rng = np.random.default_rng(6)
-    x = tf.cast(rng.standard_normal(BIG) * 3 + 2, tf.bfloat16)
-    upstream = tf.cast(rng.standard_normal(BIG), tf.bfloat16)
-    norm = _norm_with_random_affine(BIG)
+def _norm_and_gradients_in_training(norm, x, upstream, output_dtype):
+    """A traced function of (x, upstream): [norm(x), and the gradients of sum(norm(x) * upstream) for x, gamma
+    and beta], and the norm's form in its graph."""
 
     def norm_and_gradients(t, dy):
         with tf.GradientTape() as tape:
             tape.watch(t)
-            y = norm(t, training=True, output_dtype="bfloat16")
-            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(dy, tf.float32))
+            y = norm(t, training=True, output_dtype=output_dtype)
+            loss = tf.reduce_sum(tf.cast(y, tf.float64) * tf.cast(dy, tf.float64))
         return [y, *tape.gradient(loss, [t, norm.gamma.value, norm.beta.value])]
 
+    traced = tf.function(norm_and_gradients)
+    return traced, _fused_form(traced.get_concrete_function(x, upstream).graph.as_graph_def())
+
+
+@pytest.mark.parametrize("form", ["xla", "onednn", None])
+def test_bfloat16_training_forms_have_the_textbook_gradients(onednn_takes_bfloat16, monkeypatch, form):
+    rng = np.random.default_rng(6)
+    x = tf.cast(rng.standard_normal(BIG) * 3 + 2, tf.bfloat16)
+    upstream = tf.cast(rng.standard_normal(BIG), tf.bfloat16)
+    norm = _norm_with_random_affine(BIG)
     gamma, beta = (keras.ops.convert_to_numpy(v) for v in (norm.gamma, norm.beta))
     expected = _textbook_norm_and_gradients(tf.cast(x, tf.float64), gamma, beta, tf.cast(upstream, tf.float64))
-    for form, context in (("onednn", contextlib.nullcontext), (None, keras_layer_norm)):
-        with context():
-            traced = tf.function(norm_and_gradients)
-            graph = traced.get_concrete_function(x, upstream).graph.as_graph_def()
-        assert _fused_form(graph) == form
-        for name, got, want in zip(("y", "dx", "dgamma", "dbeta"), traced(x, upstream), expected):
-            # bfloat16 activations (8 significant bits); the parameters' gradients sum 512 rows of them
-            scale = np.abs(want).max()
-            np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), want, atol=2**-6 * scale, err_msg=name)
+    if form == "onednn":  # where TensorFlow runs more threads than the compiled norm's limit
+        monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", 0)
+    with keras_layer_norm() if form is None else contextlib.nullcontext():
+        traced, traced_form = _norm_and_gradients_in_training(norm, x, upstream, "bfloat16")
+    assert traced_form == form
+    for name, got, want in zip(("y", "dx", "dgamma", "dbeta"), traced(x, upstream), expected):
+        # bfloat16 activations (8 significant bits); the parameters' gradients sum 512 rows of them
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), want, atol=2**-6 * scale, err_msg=name)
     assert not onednn_training_applies(norm, tf.cast(x, tf.float32), training=True)  # float32 keeps Keras' op
     assert not onednn_training_applies(norm, x, training=False)  # inference has its own rule
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-12), ("float32", 2e-5)])
+def test_the_compiled_training_norm_has_the_textbook_gradients_and_keeps_the_output_dtype(dtype, tolerance):
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.standard_normal(BIG) * 3 + 2, dtype)
+    upstream = tf.constant(rng.standard_normal(BIG), dtype)
+    norm = _norm_with_random_affine(BIG, dtype=dtype)
+    gamma, beta = (keras.ops.convert_to_numpy(v) for v in (norm.gamma, norm.beta))
+    expected = _textbook_norm_and_gradients(x, gamma, beta, upstream)
+    traced, form = _norm_and_gradients_in_training(norm, x, upstream, dtype)
+    assert form == "xla"
+    for name, got, want in zip(("y", "dx", "dgamma", "dbeta"), traced(x, upstream), expected):
+        assert got.dtype == dtype, name
+        np.testing.assert_allclose(got.numpy(), want, atol=tolerance * np.abs(want).max(), err_msg=name)
+    # Asked for another dtype (the pre-head norm under mixed precision: bfloat16 in, float32 out), it rounds once.
+    y = _norm_and_gradients_in_training(norm, x, upstream, "bfloat16")[0](x, upstream)[0]
+    assert y.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y, tf.float64).numpy(), expected[0], rtol=2**-8, atol=1e-6)
 
 
 def test_training_exports_and_other_settings_use_keras_op():
     big = np.random.default_rng(3).standard_normal(BIG).astype("float32")
     norm = _norm_with_random_affine(big.shape)
-    assert _fused_form(_traced(norm, big, training=True)) is None
+    assert _fused_form(_traced(norm, big, training=True)) == "xla"  # the compiled training norm
     with portable_graph():  # a known batch size: Keras' op (oneDNN's norm with an unknown one)
         assert _fused_form(_traced(norm, big, training=False)) is None
+        assert _fused_form(_traced(norm, big, training=True)) is None
     assert _fused_form(_traced(norm, big, training=False)) is not None  # the context was left
     for kwargs in ({"axis": 1}, {"axis": [1, 2]}, {"center": False}, {"scale": False}):
         other = LayerNormalization(**kwargs)
