@@ -2,15 +2,17 @@
 # The speed issue's measurements on a CPU with AMX or AVX512-BF16 (the Xeon of a lent GPU machine has
 # AMX; run 22 in the README is this script there), in three parts that each fit one call to such a
 # machine (10 minutes at most):
-#   - rows (timeouts 420 s in all): the S/16 inference and training rows of benchmarks.run, with timm's
+#   - rows (timeouts 510 s in all): the S/16 inference and training rows of benchmarks.run, with timm's
 #     when PEER_VENV names a venv with torch and timm (the benchmark's own --peer venv needs the internet
-#     to be made): the issue's goals;
+#     to be made): the issue's goals; and bf16 training against float32's faster step in alternation
+#     (precision_training_ab);
 #   - peer (timeouts 400 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
 #     after round (peer_ab): float32 and bf16 inference at batch 32 (bf16 with the bf16 SavedModel too),
 #     float32 and bf16 training steps;
 #   - ab (timeouts 545 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
-#     bf16 and float32), the compiled GELU of training (fused_gelu_ab), oneDNN's norm in the bf16 train
-#     step against Keras' op (training_norm_ab), the XLA train step against the
+#     bf16 and float32), the MLP's first Dense as a plain matmul with its bias in the compiled GELU
+#     (training_matmul_ab --change mlp, bf16), the train step's norm as the package runs it against
+#     Keras' op (training_norm_ab --against keras, bf16), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), that update against Keras'
 #     own (fused_update_ab), predict and the SavedModel against the fastest Keras path (paths_ab), and
 #     the compiled GELU at inference against oneDNN's fused one (inference_gelu_ab, float32 and bf16;
@@ -58,6 +60,8 @@ lscpu >"$out/lscpu.txt" 2>&1
 if [ "$half" = all ] || [ "$half" = rows ]; then
   step 240 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 32 --rows keras,predict,xla,saved_model,bfloat16,frozen,peer --repeats 3 "${peer[@]}" --json "$out/run_inference_b32.json" --plot "$out/run_inference_b32.png"
   step 180 "$python" -m benchmarks.run --presets mixer_s16 --batch-sizes 8 --rows train,peer --repeats 2 "${peer[@]}" --json "$out/run_training_b8.json" --plot "$out/run_training_b8.png"
+  # Its timeout: about 100 s with 8 rounds on the 2-core Sapphire Rapids (2026-12-07); 6 rounds here.
+  step 90 "$python" -m benchmarks.precision_training_ab --preset mixer_s16 --batch-size 8 --rounds 6 --json "$out/precision_training_b8.json"
 fi
 if [ "$half" = all ] || [ "$half" = peer ]; then
   if [ ${#peer[@]} -eq 0 ]; then
@@ -75,9 +79,10 @@ if [ "$half" = all ] || [ "$half" = ab ]; then
   ab=(--preset mixer_s16 --rounds 6)
   step 50 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision bfloat16 --batch-size 32 --json "$out/norm_bf16_b32.json"
   step 50 "$python" -m benchmarks.fused_norm_ab "${ab[@]}" --precision float32 --batch-size 32 --json "$out/norm_f32_b32.json"
-  step 60 "$python" -m benchmarks.fused_gelu_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/gelu_bf16_b8.json"
-  # Its timeout: an estimate from the 8-round run on the 2-core Sapphire Rapids (about a minute, 2026-12-07).
-  step 60 "$python" -m benchmarks.training_norm_ab "${ab[@]}" --precision bfloat16 --batch-size 8 --json "$out/training_norm_bf16_b8.json"
+  # The train-step A/Bs' timeouts: estimates from their 8-round runs on the 2-core Sapphire Rapids (about a
+  # minute each, 2026-12-07).
+  step 60 "$python" -m benchmarks.training_matmul_ab "${ab[@]}" --change mlp --precision bfloat16 --batch-size 8 --json "$out/training_matmul_mlp_bf16_b8.json"
+  step 60 "$python" -m benchmarks.training_norm_ab "${ab[@]}" --against keras --precision bfloat16 --batch-size 8 --json "$out/training_norm_bf16_b8.json"
   step 55 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
   step 55 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
   step 75 "$python" -m benchmarks.paths_ab "${ab[@]}" --batch-size 32 --json "$out/paths_f32_b32.json"

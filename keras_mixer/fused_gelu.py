@@ -129,7 +129,8 @@ def biased_gelu_applies(training):
 def biased_gelu(x, bias, approximate=True):
     """GELU of `x + bias` (`bias` along `x`'s last axis) as one compiled function, its gradient (for `x` and
     `bias`) as another: the same values as Keras' add and GELU, the arithmetic in float32 (float64 for float64
-    inputs) and the value rounded once (the gradient from the slope the forward kept). TensorFlow only; `MlpBlock` calls it where `biased_gelu_applies(training)`.
+    inputs) and the value rounded once (the gradient from the slope the forward kept). TensorFlow only;
+    `MlpBlock` calls it where `biased_gelu_applies(training)`.
 
     Example:
     >>> import numpy as np

@@ -29,6 +29,7 @@ from benchmarks import (
     op_breakdown,
     paths_ab,
     peer_ab,
+    precision_training_ab,
     training_matmul_ab,
     training_norm_ab,
     xla_training_ab,
@@ -184,9 +185,10 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
 
     steps = dry_steps()
-    assert len(steps) == 16 and (tmp_path / "out" / "lscpu.txt").exists()
+    assert len(steps) == 17 and (tmp_path / "out" / "lscpu.txt").exists()
     rows, peer, ab = dry_steps("rows"), dry_steps("peer"), dry_steps("ab")  # one lent-machine call each
-    assert rows + peer + ab == steps and {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run"}
+    assert rows + peer + ab == steps
+    assert {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run", "benchmarks.precision_training_ab"}
     assert {w[w.index("-m") + 1] for w in peer} == {"benchmarks.peer_ab"}
     del env["PEER_VENV"]
     assert dry_steps("peer") == []  # no venv with torch and timm: the part is skipped, with a line saying so
@@ -344,6 +346,22 @@ def test_the_training_matmul_ab_times_each_plain_matmul_form_against_the_form_it
     assert report["max_weight_difference_after_first_call"] < 1e-5  # the same training, to rounding
     assert "matmul faster in" in capsys.readouterr().out
     assert training_matmul_ab.main(["--change", "mlp", "--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
+
+
+def test_the_precision_training_ab_reads_bf16_against_the_faster_float32_step(tmp_path, capsys):
+    out = tmp_path / "ab.json"
+    args = ["--preset", "fashion", "--batch-size", "4", "--rounds", "2", "--steps", "1", "--json", str(out)]
+    assert precision_training_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert set(report["images_per_second"]) == {"bfloat16", "float32", "float32_xla"}
+    faster = report["faster_float32_step"]
+    assert faster == max(("float32", "float32_xla"), key=lambda p: report["median_images_per_second"][p])
+    assert len(report[f"ratios_bfloat16_over_{faster}"]) == 2 and report["goal"] == 2.0
+    assert report["met"] is None if not report["applies"] else report["met"] == (report["median_ratio"] >= 2.0)
+    assert f"goal bfloat16 / {faster} >= 2.0" in capsys.readouterr().out
+    assert precision_training_ab.main(["--rounds", "0", "--preset", "mixer_x9"]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
 
