@@ -10,7 +10,9 @@ Reading top to bottom follows the architecture (Tolstikhin et al. 2021, Fig. 1):
 
 Only `keras.ops` / `keras.layers` are used, so every layer runs on the TensorFlow, JAX and
 PyTorch backends. Two TensorFlow-only fast paths compute the same functions (to rounding): `LayerNormalization`
-fused at inference (`fused_norm.py`) and the GELU compiled, in training and at inference on some CPUs (`fused_gelu.py`).
+fused, at inference and with its gradient in training (`fused_norm.py`), and the GELU compiled, in training (with
+`Dense_0`'s bias) and at inference on some CPUs (`fused_gelu.py`). In training on every backend the stem runs as
+one matmul over the flattened patches (`patch_matmul_applies`).
 Sub-layer names mirror the official Flax checkpoint (`token_mixing/Dense_0`, `LayerNorm_1`, ...),
 which makes weight conversion a rename table (see `checkpoints.py`).
 The model assembly (pre-head norm, pooling, head) lives in `model.py`.
