@@ -34,7 +34,7 @@ from keras import ops
 
 from keras_mixer import fused_norm  # its MAX_TENSORFLOW_THREADS is read at call time (the A/B raises it)
 from keras_mixer.cpu import cpu_model_and_flags
-from keras_mixer.fused_norm import _tracing_a_graph, tensorflow_cpu_xla_allowed, tensorflow_threads
+from keras_mixer.fused_norm import _tracing_a_graph, in_compute_dtype, tensorflow_cpu_xla_allowed, tensorflow_threads
 
 # Below this many hidden values per image the XLA call's fixed cost outweighs the slow post-op. In alternation
 # on the 2-core AVX2 EPYC (`benchmarks.inference_gelu_ab`, float32, 10 rounds; README "Performance") the
@@ -141,12 +141,6 @@ def biased_gelu(x, bias, approximate=True):
     return _compiled_gelu(bool(approximate), with_bias=True)(x, bias)
 
 
-def _in_compute_dtype(x):
-    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
-
-    return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
-
-
 def _value_and_slope(x, approximate):
     """GELU(x) and its derivative, for `x` in the compute dtype.
 
@@ -170,7 +164,7 @@ def _compiled_gelu_value(approximate):
 
     @tf.function(jit_compile=True, autograph=False)
     def forward(x):
-        return tf.cast(_value_and_slope(_in_compute_dtype(x), approximate)[0], x.dtype)
+        return tf.cast(_value_and_slope(in_compute_dtype(x), approximate)[0], x.dtype)
 
     return forward
 
@@ -189,8 +183,8 @@ def _compiled_gelu(approximate, with_bias=False):
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
 
     def pre_activation(x, bias):
-        x = _in_compute_dtype(x)
-        return x if bias is None else x + _in_compute_dtype(bias)
+        x = in_compute_dtype(x)
+        return x if bias is None else x + in_compute_dtype(bias)
 
     @tf.function(jit_compile=True, autograph=False)
     def forward(x, bias):
@@ -199,7 +193,7 @@ def _compiled_gelu(approximate, with_bias=False):
 
     @tf.function(jit_compile=True, autograph=False)
     def backward(slope, upstream, bias_dtype):
-        gradient = _in_compute_dtype(slope) * _in_compute_dtype(upstream)
+        gradient = in_compute_dtype(slope) * in_compute_dtype(upstream)
         if bias_dtype is None:
             return tf.cast(gradient, slope.dtype)
         leading_axes = list(range(len(slope.shape) - 1))

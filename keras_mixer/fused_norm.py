@@ -319,6 +319,13 @@ def onednn_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
     return outputs
 
 
+def in_compute_dtype(x):
+    """`x` cast to the dtype the compiled pieces compute in: float64 for float64, else float32."""
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
+
+
 def _normalized(x, gamma, beta, epsilon):
     """(layer norm of `x` over its last axis with `gamma` and `beta`, the mean, 1 / standard deviation), all in
     `x`'s dtype (the caller's compute dtype)."""
@@ -379,9 +386,6 @@ def trainable_fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
 @functools.cache
 def _compiled_trainable_norm(epsilon, output_dtype):
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
-
-    def in_compute_dtype(x):
-        return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
 
     @tf.function(jit_compile=True, autograph=False)
     def forward(x, gamma, beta):
