@@ -171,6 +171,10 @@ class PatchEmbedding(keras.layers.Layer):
     def _patches_by_matmul(self, images, grid_h, grid_w):
         """The convolution as one matmul: each patch flattened in the kernel's (row, column, channel) order."""
         (patch_h, patch_w), channels = self.patch_size, self.kernel.shape[2]
+        height, width = images.shape[1:3]
+        if height is None or width is None or height % patch_h or width % patch_w:
+            # As the convolution's "valid" padding: the pixels past the last whole patch are left out.
+            images = images[:, : grid_h * patch_h, : grid_w * patch_w, :]
         rows = ops.reshape(images, (-1, grid_h, patch_h, grid_w, patch_w, channels))
         rows = ops.reshape(ops.transpose(rows, (0, 1, 3, 2, 4, 5)), (-1, patch_h * patch_w * channels))
         return ops.matmul(rows, ops.reshape(self.kernel, (patch_h * patch_w * channels, self.hidden_dim)))

@@ -46,6 +46,16 @@ def test_in_training_the_stem_has_the_convolutions_values_and_gradients():
     np.testing.assert_allclose(tokens, value_and_gradients(training=False)[0], rtol=1e-12, atol=1e-12)
     for gradient, reference in zip(gradients, [kernel_gradient, upstream.sum(axis=(0, 1))]):
         np.testing.assert_allclose(gradient, reference, rtol=1e-12, atol=1e-12)
+    # Sizes that are not whole patches (the layer alone; the model refuses them): both forms leave out the
+    # pixels past the last whole patch, with the size known or not when traced.
+    ragged = tf.constant(rng.standard_normal((2, 14, 9, 2)))
+    inference = stem(ragged, training=False).numpy()
+    unknown_size = tf.function(
+        lambda t: stem(t, training=True), input_signature=[tf.TensorSpec((None,) * 3 + (2,), tf.float64)]
+    )
+    for training_form in (stem(ragged, training=True), unknown_size(ragged)):
+        assert training_form.shape == inference.shape == (2, 3 * 4, 5)
+        np.testing.assert_allclose(training_form.numpy(), inference, rtol=1e-12, atol=1e-12)
 
 
 def test_patchify_helper_matches_square_case():
