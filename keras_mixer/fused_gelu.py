@@ -144,14 +144,18 @@ def biased_gelu(x, bias, approximate=True):
 def _value_and_slope(x, approximate):
     """GELU(x) and its derivative, for `x` in the compute dtype.
 
-    0.5 * (1 + tanh(z)) is sigmoid(2z) and 0.5 * (1 + erf(z)) is 0.5 * erfc(-z): the same functions, without the
-    cancellation of 1 + (-1 + tiny) in the negative tail.
+    The tanh form is Keras' formula, 0.5 * x * (1 + tanh(z)). In its negative tail 1 + tanh(z) cancels: the
+    tiny values there lose relative, not absolute, precision (tested: float32 within 2e-6 of the float64
+    reference, float64 within 1e-12). Written as x * sigmoid(2z), which does not cancel, the bfloat16 S/16 train
+    step at batch 8 ran 0.97x as fast on the 2-core Sapphire Rapids (tanh faster in 6 of 8 rounds in
+    alternation, a probe). The erf form is written 0.5 * erfc(-z), without the cancellation of 1 + erf(z).
     """
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
 
     if approximate:
-        cdf = tf.sigmoid(2.0 * _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x))
-        slope = cdf + 2.0 * x * cdf * (1.0 - cdf) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * x * x)
+        tanh = tf.tanh(_SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x))
+        cdf = 0.5 + 0.5 * tanh
+        slope = cdf + 0.5 * x * (1.0 - tanh * tanh) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * x * x)
         return x * cdf, slope
     cdf = 0.5 * tf.math.erfc(x * (-1.0 / math.sqrt(2.0)))
     return x * cdf, cdf + x * tf.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
