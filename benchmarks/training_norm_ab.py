@@ -16,6 +16,7 @@ ratios and writes JSON (`--json`) with the CPU named.
 """
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -64,10 +65,7 @@ def main(argv=None):
         return refuse(problems)
     from keras_mixer.fused_norm import keras_layer_norm, onednn_enabled  # noqa: PLC0415
 
-    if args.against == "onednn":
-        other = lambda: onednn_norm_in_training(args.force)  # noqa: E731
-    else:
-        other = keras_layer_norm
+    other = functools.partial(onednn_norm_in_training, args.force) if args.against == "onednn" else keras_layer_norm
     paths = {"package": {"precision": args.precision},
              args.against: {"precision": args.precision, "traced_in": other}}  # fmt: skip
     rates, _, difference, ops = alternate_train_steps(config, args.batch_size, args.rounds, args.steps, paths)

@@ -100,6 +100,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
         output_dtype = output_dtype or self.compute_dtype
         # `.value`: the backend's own variable, which a `tf.function` takes as an argument.
         if compiled_training_applies(self, inputs, training):
+            # As tensors: a `tf.custom_gradient` passed variables would have to return their gradients apart.
             gamma, beta = (ops.convert_to_tensor(weight.value) for weight in (self.gamma, self.beta))
             return trainable_fused_layer_norm(inputs, gamma, beta, self.epsilon, output_dtype)
         if onednn_inference_applies(self, inputs, training) or onednn_training_applies(self, inputs, training):
