@@ -2,11 +2,14 @@
 
     python -m benchmarks.training_matmul_ab --change mlp --preset mixer_s16 --precision bfloat16 --rounds 8
     python -m benchmarks.training_matmul_ab --change stem --preset mixer_s16 --precision bfloat16 --rounds 8
+    python -m benchmarks.training_matmul_ab --change residual --preset mixer_s16 --precision bfloat16 --rounds 8
 
 `--change mlp`: each MLP's first Dense as a plain matmul with its bias added inside the compiled GELU
 (`keras_mixer.fused_gelu.biased_gelu_applies`) against the Dense (a matmul TensorFlow fuses with its bias)
 followed by the compiled GELU. `--change stem`: the patch embedding as one matmul over the flattened patches
-(`keras_mixer.layers.patch_matmul_applies`) against the strided convolution. Builds two identical models with the
+(`keras_mixer.layers.patch_matmul_applies`) against the strided convolution. `--change residual`: the token
+MLP's second matmul alone, with its bias, the transpose back, the residual add and `LayerNorm_1` as one compiled
+function (`keras_mixer.fused_residual`) against those as separate ops. Builds two identical models with the
 default run's optimiser and loss (`benchmarks.run.compiled_train_steps`), traces one train step as the package
 runs it and the other with the change switched off, times them in alternation (`--rounds`, `--steps` steps per
 timed call) and reports the largest weight difference after the first call (rounding apart, the same training)
@@ -37,6 +40,10 @@ MODULE = "benchmarks.training_matmul_ab"
 CHANGES = {
     "mlp": ("biased_gelu_applies", "the first Dense fused with its bias"),
     "stem": ("patch_matmul_applies", "the stem's convolution"),
+    "residual": (
+        "token_residual_norm_applies",
+        "the token MLP's output bias, transpose back, residual add and LayerNorm_1 as separate ops",
+    ),
 }
 
 
@@ -51,7 +58,7 @@ def main(argv=None):
     rule, replaced = CHANGES[args.change]
 
     def switched_off():
-        return module_settings((layers, rule, lambda training: False))
+        return module_settings((layers, rule, lambda *_: False))
 
     paths = {
         "matmul": {"precision": args.precision},

@@ -337,6 +337,22 @@ def _normalized(x, gamma, beta, epsilon):
     return centered * (inverse_std * tf.cast(gamma, x.dtype)) + tf.cast(beta, x.dtype), mean, inverse_std
 
 
+def norm_gradients(x, gamma, mean, inverse_std, upstream):
+    """(dx, dgamma, dbeta) of the layer norm of `x` (in the compute dtype) for `upstream`, from the `mean` and
+    `inverse_std` its forward kept, all in `x`'s dtype: with x̂ the normalised input and g = upstream · gamma,
+    dx = (g - mean(g) - x̂ · mean(g · x̂)) / std, dgamma = Σ upstream · x̂, dbeta = Σ upstream."""
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    x_hat = (x - mean) * inverse_std
+    upstream = tf.cast(upstream, x.dtype)
+    leading_axes = list(range(len(x.shape) - 1))
+    g = upstream * tf.cast(gamma, x.dtype)
+    dx = inverse_std * (
+        g - tf.reduce_mean(g, axis=-1, keepdims=True) - x_hat * tf.reduce_mean(g * x_hat, axis=-1, keepdims=True)
+    )
+    return dx, tf.reduce_sum(upstream * x_hat, axis=leading_axes), tf.reduce_sum(upstream, axis=leading_axes)
+
+
 @functools.cache
 def _compiled_norm():
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
@@ -369,8 +385,7 @@ def trainable_fused_layer_norm(inputs, gamma, beta, epsilon, output_dtype):
     """`fused_layer_norm` whose gradient (for `inputs`, `gamma` and `beta`) is one XLA-compiled function too.
 
     Computes in float32 (float64 for float64 inputs) and rounds once; the gradient is the layer norm's, from
-    the mean and 1 / standard deviation the forward kept: with x̂ the normalised input and g = upstream · gamma,
-    dx = (g - mean(g) - x̂ · mean(g · x̂)) / std, dgamma = Σ upstream · x̂, dbeta = Σ upstream.
+    the mean and 1 / standard deviation the forward kept (`norm_gradients`).
 
     Example:
     >>> import tensorflow as tf
@@ -394,15 +409,7 @@ def _compiled_trainable_norm(epsilon, output_dtype):
 
     @tf.function(jit_compile=True, autograph=False)
     def backward(x, gamma, mean, inverse_std, upstream):
-        x_hat = (in_compute_dtype(x) - mean) * inverse_std
-        upstream = tf.cast(upstream, x_hat.dtype)
-        leading_axes = list(range(len(x.shape) - 1))
-        g = upstream * tf.cast(gamma, upstream.dtype)
-        dx = inverse_std * (
-            g - tf.reduce_mean(g, axis=-1, keepdims=True) - x_hat * tf.reduce_mean(g * x_hat, axis=-1, keepdims=True)
-        )
-        dgamma = tf.reduce_sum(upstream * x_hat, axis=leading_axes)
-        dbeta = tf.reduce_sum(upstream, axis=leading_axes)
+        dx, dgamma, dbeta = norm_gradients(in_compute_dtype(x), gamma, mean, inverse_std, upstream)
         return tf.cast(dx, x.dtype), tf.cast(dgamma, gamma.dtype), tf.cast(dbeta, gamma.dtype)
 
     @tf.custom_gradient

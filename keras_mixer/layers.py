@@ -34,6 +34,7 @@ from keras_mixer.fused_norm import (
     onednn_training_applies,
     trainable_fused_layer_norm,
 )
+from keras_mixer.fused_residual import token_residual_layer_norm, token_residual_norm_applies
 
 PACKAGE = "keras_mixer"
 
@@ -224,7 +225,11 @@ class MlpBlock(keras.layers.Layer):
         self.dense_0.build(input_shape)
         self.dense_1.build((*input_shape[:-1], self.mlp_dim))
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, output_bias=True):
+        """`output_bias=False`: leave out `Dense_1`'s bias, which the caller adds (`keras_mixer.fused_residual`);
+        only without dropout, which would apply to the sum."""
+        if not output_bias and self.dropout_rate:
+            raise ValueError(f"output_bias=False needs dropout_rate 0. Received: dropout_rate={self.dropout_rate}")
         # Fold every leading axis into one, so each Dense is a plain 2-D matmul that TensorFlow's
         # oneDNN remapper may fuse with bias + GELU. Same math as a 3-D Dense; on the 2-core CPU the
         # shipped A/B (`python -m benchmarks.mlp_layout`) measured it no faster (0.92-0.99x).
@@ -244,8 +249,10 @@ class MlpBlock(keras.layers.Layer):
         else:
             x = ops.relu(self._dense(self.dense_0, x))
         x = self.dropout(x, training=training)
-        x = self._dense(self.dense_1, x)
-        x = self.dropout(x, training=training)
+        if output_bias:
+            x = self.dropout(self._dense(self.dense_1, x), training=training)
+        else:
+            x = ops.matmul(x, ops.cast(self.dense_1.kernel, self.dense_1.compute_dtype))
         if None not in inner_shape:
             x = ops.reshape(x, (-1, *inner_shape, x.shape[-1]))
         return x
@@ -366,11 +373,18 @@ class MixerBlock(keras.layers.Layer):
         mlp_dtype = self.token_mixing.compute_dtype
         y = self.layer_norm_0(x, training=training, output_dtype=mlp_dtype)
         y = ops.transpose(y, (0, 2, 1))  # (batch, tokens, channels) -> (batch, channels, tokens)
-        y = self.token_mixing(y, training=training)
-        y = ops.transpose(y, (0, 2, 1))  # (batch, channels, tokens) -> (batch, tokens, channels)
-        x = x + ops.cast(self.drop_path(y, training=training), x.dtype)
-
-        y = self.layer_norm_1(x, training=training, output_dtype=mlp_dtype)
+        if token_residual_norm_applies(self, x, training):
+            # The token MLP's bias, the transpose back, the residual add and LayerNorm_1 as one compiled
+            # function (`keras_mixer.fused_residual`, which says why); the same function.
+            y = self.token_mixing(y, training=training, output_bias=False)
+            norm, bias = self.layer_norm_1, self.token_mixing.dense_1.bias
+            gamma, beta, bias = (ops.convert_to_tensor(weight.value) for weight in (norm.gamma, norm.beta, bias))
+            x, y = token_residual_layer_norm(x, y, bias, gamma, beta, norm.epsilon, mlp_dtype)
+        else:
+            y = self.token_mixing(y, training=training)
+            y = ops.transpose(y, (0, 2, 1))  # (batch, channels, tokens) -> (batch, tokens, channels)
+            x = x + ops.cast(self.drop_path(y, training=training), x.dtype)
+            y = self.layer_norm_1(x, training=training, output_dtype=mlp_dtype)
         y = self.channel_mixing(y, training=training)
         return x + ops.cast(self.drop_path(y, training=training), x.dtype)
 
