@@ -10,8 +10,9 @@ images/s, and one run's rows put `model.predict` 1.16x ahead of the graph, which
 every ratio compares the two in the same minute. Inference: our Keras graph (a `tf.function` with the batch
 size known, `benchmarks.run`'s `keras` row) against timm eager and `torch.compile`; with `--saved-model` also
 the SavedModel exported in `--precision` (`serving_default`, as TF Serving runs it; in bfloat16 its MLP
-kernels are constants, `keras_mixer.constant_kernels`), the goals then read on the faster of the two by
-median. `--training`: our train step of the default run's optimiser and loss in graph mode and with XLA
+kernels are constants, `keras_mixer.constant_kernels`), and with `--predict` the model's `predict` on the NumPy
+batch (in bfloat16 with constant MLP kernels too), the goals then read on the fastest of ours by median.
+`--training`: our train step of the default run's optimiser and loss in graph mode and with XLA
 against timm's step (`benchmarks.run`'s train rows); the goal is read on the faster of our two by median, as
 `--xla` would pick. `--precision bfloat16` is the mixed policy (and the bfloat16 SavedModel) against timm's
 bf16 autocast; it is refused on a CPU without AMX-BF16 or AVX512-BF16, where no bf16 goal applies and timm's
@@ -59,10 +60,11 @@ def peer_rows(precision, training):
     return (f"timm_train_{precision}",) if training else PEER_INFERENCE[precision]
 
 
-def our_paths(preset, batch_size, precision, training, steps, saved_model_folder=None):
+def our_paths(preset, batch_size, precision, training, steps, saved_model_folder=None, predict=False):
     """{name: a call of our path} for `preset`'s model, each traced and run once (tracing is not timed).
 
-    Inference: the Keras graph, and where `saved_model_folder` is given the SavedModel exported there.
+    Inference: the Keras graph, where `saved_model_folder` is given the SavedModel exported there, and with
+    `predict` the model's `predict` on the NumPy batch.
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -75,6 +77,9 @@ def our_paths(preset, batch_size, precision, training, steps, saved_model_folder
         images = tf.constant(synthetic_images(config, batch_size))
         forward = tf.function(lambda x: model(x, training=False))
         paths = {"keras": lambda: forward(images).numpy()}
+        if predict:
+            array = images.numpy()
+            paths["keras_predict_numpy"] = lambda: model.predict(array, batch_size=batch_size, verbose=0)
         if saved_model_folder:
             float32_model, _ = build_model(preset)  # the export casts it to `precision` itself
             path = export_saved_model(float32_model, saved_model_folder, version=1, precision=precision)
@@ -149,6 +154,7 @@ def _parser():
     parser.add_argument("--precision", choices=SAVED_MODEL_PRECISIONS, default="float32")
     parser.add_argument("--training", action="store_true", help="train steps instead of inference")
     parser.add_argument("--saved-model", action="store_true", help="inference: also time the exported SavedModel")
+    parser.add_argument("--predict", action="store_true", help="inference: also time model.predict on a NumPy batch")
     parser.add_argument("--batch-size", type=int, help="default 32 for inference, 8 for --training")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=1, help="calls timed per round and path")
@@ -172,8 +178,8 @@ def _problems(args, cpu_flags):
     bf16_units, because = target_classes(cpu_flags)["bfloat16"]
     if args.precision == "bfloat16" and not bf16_units:
         problems.append(f"--precision bfloat16 needs a CPU with bf16 units, where its goals apply; here: {because}")
-    if args.saved_model and args.training:
-        problems.append("--saved-model times inference; it does not go with --training")
+    if (args.saved_model or args.predict) and args.training:
+        problems.append("--saved-model and --predict time inference; they do not go with --training")
     if args.peer_venv and not os.path.exists(venv_python(args.peer_venv)):
         problems.append(f"--peer-venv {args.peer_venv!r} has no bin/python; expected a venv with torch and timm")
     return problems + json_flag_problems(args.json)
@@ -197,9 +203,8 @@ def main(argv=None):
 
         with tempfile.TemporaryDirectory() as folder:
             saved_model_folder = os.path.join(folder, "saved_model") if args.saved_model else None
-            ours = our_paths(
-                args.preset, args.batch_size, args.precision, args.training, args.steps, saved_model_folder
-            )
+            ours = our_paths(args.preset, args.batch_size, args.precision, args.training, args.steps,
+                             saved_model_folder, args.predict)  # fmt: skip
             rows = peer_rows(args.precision, args.training)
             steps = args.steps if args.training else None
             rates = alternate_with_peer(ours, peer, args.preset, rows, args.rounds, args.batch_size, args.calls, steps)

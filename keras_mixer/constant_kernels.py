@@ -39,8 +39,9 @@ _ITEM_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
 
 
 @contextlib.contextmanager
-def constant_kernels(model):
-    """Trace graphs in which `model`'s `MlpBlock` kernels are constants holding their values of now.
+def constant_kernels(model, values=None):
+    """Trace graphs in which `model`'s `MlpBlock` kernels are constants holding their values of now (or `values`:
+    {id(kernel): a NumPy array}).
 
     The values are read here, before any tracing: a variable read while a graph is traced (even inside
     `tf.init_scope()`) counts as one the graph uses, and an export would store it. A graph traced here
@@ -60,7 +61,8 @@ def constant_kernels(model):
     ...     kernels_read_from(tf.function(block).get_concrete_function(spec).graph)
     ['Const', 'Const']
     """
-    values = {id(kernel): keras.ops.convert_to_numpy(kernel) for kernel in mlp_kernels(model)}
+    if values is None:
+        values = {id(kernel): keras.ops.convert_to_numpy(kernel) for kernel in mlp_kernels(model)}
     token = _CONSTANT_KERNELS.set(values)
     try:
         yield
@@ -95,13 +97,99 @@ def dense_with_constant_kernel(dense, x, kernel):
     return tf.nn.bias_add(y, tf.cast(dense.bias, dense.compute_dtype)) if dense.use_bias else y
 
 
+def predict_has_constant_kernels(model):
+    """Whether `MLPMixer.predict` traces its step with `model`'s MLP kernels as constants (`constant_kernels`).
+
+    All must hold: the TensorFlow backend with no GPU visible (measured on CPUs only); every `MlpBlock`
+    computing in one of `CONSTANT_KERNEL_PRECISIONS` (bfloat16: `mixed_bfloat16` or a bfloat16 copy); the
+    kernels fit (`kernels_fit_as_constants`). `MLPMixer.predict` traces again when a kernel has changed since
+    its step was traced (`kernel_snapshot`, `kernels_unchanged`), so training between predictions is seen.
+
+    Example:
+    >>> from keras_mixer import MLPMixer
+    >>> tiny = MLPMixer(num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=16, patch_size=4,
+    ...                 image_size=8, num_channels=1, num_classes=3)
+    >>> predict_has_constant_kernels(tiny)  # float32
+    False
+    """
+    from keras_mixer.fused_norm import _machine_has_gpu  # noqa: PLC0415
+
+    blocks = _mlp_blocks(model)
+    return (
+        keras.backend.backend() == "tensorflow"
+        and bool(blocks)
+        and all(block.compute_dtype in CONSTANT_KERNEL_PRECISIONS for block in blocks)
+        and kernels_fit_as_constants(model)
+        and not _machine_has_gpu()
+    )
+
+
+def kernel_snapshot(model):
+    """{id(kernel): its value now, in its layer's compute dtype, as a TensorFlow tensor} for `model`'s MLP
+    kernels: what a graph traced in `constant_kernels(model, values)` holds (it casts each kernel to that dtype
+    anyway). A later assignment to a kernel leaves the snapshot as it is (TensorFlow copies a variable's buffer
+    that a tensor still reads). TensorFlow only."""
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    # `.value` is the backend's variable, which a cast to its own dtype would return as it is: read it first.
+    return {
+        id(dense.kernel): tf.cast(tf.identity(dense.kernel.value), dense.compute_dtype) for dense in _mlp_denses(model)
+    }
+
+
+def kernels_unchanged(model, snapshot):
+    """A function of no arguments, traced once: whether `model`'s MLP kernels still hold `snapshot`'s values
+    (from `kernel_snapshot(model)`) in their compute dtype, bit for bit. One graph call reads every kernel once
+    (a few milliseconds for S/16), where taking a new snapshot and comparing it eagerly took about 40 ms on the
+    2-core Sapphire Rapids (a probe).
+
+    Example:
+    >>> from keras_mixer import MLPMixer
+    >>> tiny = MLPMixer(num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=16, patch_size=4,
+    ...                 image_size=8, num_channels=1, num_classes=3)
+    >>> unchanged = kernels_unchanged(tiny, kernel_snapshot(tiny))
+    >>> kernel = tiny.mixer_blocks[0].channel_mixing.dense_0.kernel
+    >>> before = unchanged()
+    >>> _ = kernel.assign(kernel * 2.0 + 1.0)
+    >>> before, unchanged()
+    (True, False)
+    """
+    import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
+
+    denses = _mlp_denses(model)
+
+    def bits(tensor):  # equal bits compare equal, NaNs included
+        return tf.bitcast(tensor, {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[tensor.dtype.size])
+
+    @tf.function(autograph=False)
+    def unchanged():
+        return tf.reduce_all(
+            tf.stack(
+                [
+                    tf.reduce_all(tf.equal(bits(tf.cast(dense.kernel.value, dense.compute_dtype)), bits(snapshot[key])))
+                    for dense, key in ((dense, id(dense.kernel)) for dense in denses)
+                ]
+            )
+        )
+
+    return lambda: bool(unchanged())
+
+
+def _mlp_denses(model):
+    """Every `MlpBlock`'s two Dense layers, in `model` (which may be one)."""
+    return [dense for block in _mlp_blocks(model) for dense in (block.dense_0, block.dense_1)]
+
+
+def _mlp_blocks(model):
+    from keras_mixer.layers import MlpBlock  # noqa: PLC0415  (layers imports this module)
+
+    return [layer for layer in model._flatten_layers(include_self=True) if isinstance(layer, MlpBlock)]
+
+
 def mlp_kernels(model):
     """The kernel variables that `constant_kernels(model)` traces as constants: every `MlpBlock`'s two
     (`model` itself may be one)."""
-    from keras_mixer.layers import MlpBlock  # noqa: PLC0415  (layers imports this module)
-
-    blocks = [layer for layer in model._flatten_layers(include_self=True) if isinstance(layer, MlpBlock)]
-    return [dense.kernel for block in blocks for dense in (block.dense_0, block.dense_1)]
+    return [dense.kernel for dense in _mlp_denses(model)]
 
 
 def saved_model_has_constant_kernels(model, precision):

@@ -5,7 +5,9 @@ the graph ending in `super().__init__(inputs, outputs)`; keep every argument for
 Presets (the paper's seven sizes) live in `presets.py`; official weights in `checkpoints.py`.
 """
 
+import contextlib
 import inspect
+import weakref
 
 import keras
 
@@ -16,6 +18,12 @@ from keras_mixer.arguments import (
 )
 from keras_mixer.array_input import array_dataset
 from keras_mixer.checkpoints import load_official_weights, read_official_checkpoint, resized_config
+from keras_mixer.constant_kernels import (
+    constant_kernels,
+    kernel_snapshot,
+    kernels_unchanged,
+    predict_has_constant_kernels,
+)
 from keras_mixer.flip_average import AverageMirrorPairs, MirrorImages
 from keras_mixer.fused_norm import portable_graph
 from keras_mixer.layers import (
@@ -29,6 +37,10 @@ from keras_mixer.layers import (
 from keras_mixer.predict_trace import with_any_batch_size
 from keras_mixer.presets import preset_config
 from keras_mixer.weights import imagenet1k_class_names, resolve_weights
+
+# {model: (its predict step traced with constant MLP kernels, whether they still hold those values)}, outside Keras'
+# attribute tracking.
+_PREDICT_KERNELS = weakref.WeakKeyDictionary()
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -186,6 +198,10 @@ class MLPMixer(keras.Model):
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """`keras.Model.predict`, at the speed of a direct call on NumPy input; empty batches work.
 
+        In bfloat16 on TensorFlow (`mixed_bfloat16`) the MLP kernels are traced as constants, as in the bfloat16
+        SavedModel (`keras_mixer.constant_kernels.predict_has_constant_kernels`), and traced again after they
+        change; a bfloat16 copy of them is kept to tell.
+
         On the TensorFlow backend an array or tensor is fed through a dataset without tf.data
         autotuning (see `keras_mixer.array_input`: with it, the forward pass often ran on one core).
         An empty batch of images gives an empty (0, ...) result (Keras' predict loop runs no step on
@@ -196,7 +212,26 @@ class MLPMixer(keras.Model):
         dataset = array_dataset(x, batch_size)
         if dataset is not None:
             x, batch_size = dataset, None
-        return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        with self._kernels_for_predict():
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    @contextlib.contextmanager
+    def _kernels_for_predict(self):
+        """Where `predict_has_constant_kernels(self)` (bfloat16 on TensorFlow): the predict step traced with the MLP
+        kernels as constants, which oneDNN reorders once, and traced again when they changed since (training
+        between two predictions) or Keras made a new step; elsewhere nothing changes."""
+        if not predict_has_constant_kernels(self):
+            yield
+            return
+        traced = _PREDICT_KERNELS.get(self)  # (the step traced with constant kernels, whether they still hold)
+        if traced is not None and self.predict_function is traced[0] and traced[1]():
+            yield
+            return
+        self.predict_function = None  # traced in this call, with the kernels of now as constants
+        snapshot = kernel_snapshot(self)
+        with constant_kernels(self, {key: kernel.numpy() for key, kernel in snapshot.items()}):
+            yield
+        _PREDICT_KERNELS[self] = (self.predict_function, kernels_unchanged(self, snapshot))
 
     def make_predict_function(self, force=False):
         """Keras' predict step, whose first call traces it with the batch size unknown, on TensorFlow.

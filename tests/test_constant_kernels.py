@@ -103,3 +103,50 @@ def test_the_float32_saved_model_keeps_its_kernels_as_variables(official, tmp_pa
     assert "MixerBlock_0/channel_mixing/Dense_0/kernel:0" in stored
     kernel_shapes = {tuple(kernel.shape) for kernel in mlp_kernels(model)}
     assert not [shape for shape in saved_model_constants(folder).get(tf.float32, []) if shape in kernel_shapes]
+
+
+def _constant_kernels_traced(monkeypatch):
+    """A list that grows by one each time a graph is traced with an MLP kernel as a constant."""
+    from keras_mixer import layers  # noqa: PLC0415
+
+    traced = []
+
+    def recorded(dense):
+        value = constant_kernels.constant_kernel(dense)
+        if value is not None:
+            traced.append(dense.kernel.path)
+        return value
+
+    monkeypatch.setattr(layers, "constant_kernel", recorded)
+    return traced
+
+
+def test_bfloat16_predict_traces_constant_kernels_and_traces_again_when_they_change(official, tmp_path, monkeypatch):
+    model, params = official
+    bf16 = with_precision(model, "bfloat16")
+    assert constant_kernels.predict_has_constant_kernels(bf16)
+    traced = _constant_kernels_traced(monkeypatch)
+    images = random_images(5, size=32, seed=7)
+    expected = official_logits(params, images)
+    scale = np.abs(expected).max()
+    # bfloat16 matmuls keep about 3 significant digits.
+    np.testing.assert_allclose(bf16.predict(images, verbose=0), expected, atol=0.05 * scale)
+    assert len(traced) == 2 * 2 * SIZES["blocks"]  # every MLP kernel of the one trace
+    bf16.predict(images[:2], verbose=0)
+    assert len(traced) == 2 * 2 * SIZES["blocks"]  # same kernels: the same trace, for any batch size
+    # New weights (as training between two predictions would give): predict must not answer with the old ones.
+    other = random_official_checkpoint(np.random.default_rng(9), **SIZES)
+    np.savez(tmp_path / "other.npz", **other)
+    load_official_weights(bf16, tmp_path / "other.npz")
+    new_expected = official_logits(other, images)
+    assert np.abs(new_expected - expected).max() > 0.5 * scale
+    np.testing.assert_allclose(bf16.predict(images, verbose=0), new_expected, atol=0.05 * np.abs(new_expected).max())
+    assert len(traced) == 2 * 2 * 2 * SIZES["blocks"]  # traced again, once
+
+
+def test_float32_predict_keeps_its_kernels_as_variables(official, monkeypatch):
+    model, _ = official
+    assert not constant_kernels.predict_has_constant_kernels(model)
+    traced = _constant_kernels_traced(monkeypatch)
+    model.predict(random_images(2, size=32, seed=8), verbose=0)
+    assert traced == []
