@@ -7,7 +7,8 @@
 #     to be made): the issue's goals; and bf16 training against float32's faster step in alternation
 #     (precision_training_ab);
 #   - peer (timeouts 400 s in all; only with PEER_VENV): ours against timm's rows in alternation, round
-#     after round (peer_ab): float32 and bf16 inference at batch 32 (bf16 with the bf16 SavedModel too),
+#     after round (peer_ab): float32 and bf16 inference at batch 32 (bf16 with the bf16 SavedModel and
+#     predict too),
 #     float32 and bf16 training steps;
 #   - ab (timeouts 545 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
 #     bf16 and float32), the MLP's first Dense as a plain matmul with its bias in the compiled GELU
@@ -70,7 +71,7 @@ if [ "$half" = all ] || [ "$half" = peer ]; then
     # The peer_ab timeouts are estimates from run 22's row durations (timm's compilation included), unmeasured.
     pab=(--preset mixer_s16 --rounds 6 "${peer[@]}")
     step 90 "$python" -m benchmarks.peer_ab "${pab[@]}" --json "$out/peer_f32_b32.json"
-    step 110 "$python" -m benchmarks.peer_ab "${pab[@]}" --precision bfloat16 --saved-model --json "$out/peer_bf16_b32.json"
+    step 110 "$python" -m benchmarks.peer_ab "${pab[@]}" --precision bfloat16 --saved-model --predict --json "$out/peer_bf16_b32.json"
     step 100 "$python" -m benchmarks.peer_ab "${pab[@]}" --training --json "$out/peer_train_f32_b8.json"
     step 100 "$python" -m benchmarks.peer_ab "${pab[@]}" --training --precision bfloat16 --json "$out/peer_train_bf16_b8.json"
   fi
