@@ -40,14 +40,17 @@ AGAINST = {"onednn": "oneDNN's form", "keras": "Keras' op"}
 
 @contextlib.contextmanager
 def onednn_norm_in_training(force=False):
-    """Inside: no compiled training norm, so oneDNN's form trains where its rule admits it; with `force`, every
-    fusable norm, whatever its dtype (the package's rule: bfloat16 only)."""
+    """Inside: no compiled training norm (nor the token residual's form that holds one), so oneDNN's form trains
+    where its rule admits it; with `force`, every fusable norm, whatever its dtype (the package's rule: bfloat16
+    only)."""
     from keras_mixer import fused_norm, layers  # noqa: PLC0415
 
     def forced(norm, inputs, training):
         return bool(training) and fused_norm._fusable_norm(norm, inputs) and len(inputs.shape) in (2, 3)
 
-    settings = [(layers, "compiled_training_applies", lambda norm, inputs, training: False)]
+    # The token residual's fused form (`keras_mixer.fused_residual`) holds a compiled norm too: it goes as well.
+    rules = ("compiled_training_applies", "token_residual_norm_applies")
+    settings = [(layers, rule, lambda *_: False) for rule in rules]
     if force:
         settings.append((layers, "onednn_training_applies", forced))
     with module_settings(*settings):

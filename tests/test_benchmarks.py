@@ -511,7 +511,7 @@ def test_the_peer_ab_refuses_bad_flags_in_one_line_before_starting_the_peer(caps
     assert peer_ab.main(argv) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error
-    assert "--saved-model times inference; it does not go with --training" in error
+    assert "--saved-model and --predict time inference; they do not go with --training" in error
     assert "--preset must be a paper preset timm builds" in error and "Received: mixer_h14" in error
     assert "--precision bfloat16 needs a CPU with bf16 units" in error and "no AMX-BF16 or AVX512-BF16" in error
     assert f"--peer-venv {str(tmp_path)!r} has no bin/python" in error
