@@ -330,16 +330,23 @@ def test_the_constant_kernels_ab_times_both_saved_models_and_restores_the_packag
     assert "--calls must be >= 1. Received: -1" in error and "unknown model 'mixer_x9'" in error
 
 
-@pytest.mark.parametrize("change, replaced_op", [("mlp", "BiasAddGrad"), ("stem", "Conv2DBackpropFilter")])
-def test_the_training_matmul_ab_times_each_plain_matmul_form_against_the_form_it_replaced(tmp_path, capsys, change,
-                                                                                         replaced_op):  # fmt: skip
+@pytest.mark.parametrize(
+    "change, replaced_op", [("mlp", "BiasAddGrad"), ("stem", "Conv2DBackpropFilter"), ("residual", "BiasAddGrad")]
+)
+def test_the_training_matmul_ab_times_each_plain_matmul_form_against_the_form_it_replaced(
+    tmp_path, capsys, monkeypatch, change, replaced_op
+):
+    if change == "residual":  # the Fashion model's norms made large enough for the compiled norm, which it needs
+        monkeypatch.setattr(fused_norm, "MIN_ELEMENTS_PER_EXAMPLE", 0)
+        monkeypatch.setattr(fused_norm, "MAX_TENSORFLOW_THREADS", math.inf)
     out = tmp_path / "ab.json"
     args = ["--change", change, "--preset", "fashion", "--precision", "float32", "--batch-size", "4", "--rounds", "2"]
     assert training_matmul_ab.main([*args, "--steps", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     blocks = model_config("fashion")["num_blocks"]
-    # One BiasAddGrad a first Dense (two MLPs a block) or the stem's filter gradient, only on the side before.
-    fewer = 2 * blocks if change == "mlp" else 1
+    # Only on the side before: one BiasAddGrad a first Dense (two MLPs a block), the stem's filter gradient, or
+    # one BiasAddGrad a token MLP's second Dense (its bias summed inside the compiled residual's gradient).
+    fewer = {"mlp": 2 * blocks, "stem": 1, "residual": blocks}[change]
     counts = report["op_counts_that_differ"][replaced_op]
     assert counts["before"] - counts["matmul"] == fewer, report["op_counts_that_differ"]
     assert len(report["ratios_matmul_over_before"]) == 2 and report["machine"]["cpu"]
