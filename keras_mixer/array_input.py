@@ -1,14 +1,24 @@
-"""Arrays given to `MLPMixer.predict`, as a dataset that keeps TensorFlow's matmuls multi-threaded.
+"""Arrays given to `MLPMixer.predict`: batches sliced on the calling thread, without `tf.data`.
 
-Keras turns a NumPy array into a `tf.data` pipeline and reads each batch inside the compiled step.
-With tf.data's autotuning on (its default), the step that follows a batch that was not ready yet
-runs on a tf.data thread whose intra-op parallelism is capped, and the whole forward pass then uses
-one core: on a 2-core AMD EPYC (AVX-512), S/16 `predict` on a NumPy batch of 32 ran at 12.4 images/s
-in most calls against 24 for the same model in a `tf.function` (`benchmarks/run.py`, row
-`keras_predict_numpy`). Slicing an in-memory array needs no autotuning, so this dataset turns it off;
-every batch then runs at the speed of a direct call. Other backends, and datasets the user built,
-are passed through unchanged.
+Keras turns a NumPy array into a `tf.data` pipeline and reads each batch inside the compiled step. Two
+costs come with it on the TensorFlow backend:
+- With tf.data's autotuning on (its default), the step that follows a batch that was not ready yet
+  runs on a tf.data thread whose intra-op parallelism is capped, and the whole forward pass then uses
+  one core: on a 2-core AMD EPYC (AVX-512), S/16 `predict` on a NumPy batch of 32 ran at 12.4 images/s
+  in most calls against 24 for the same model in a `tf.function` (`benchmarks/run.py`, row
+  `keras_predict_numpy`).
+- Even without autotuning, making the pipeline and slicing through it took 19.6 ms for one batch of 32
+  images of 224 x 224 (195 ms for ten), where converting the same slices to tensors took 4.9 ms (70 ms):
+  a probe on the 2-core Sapphire Rapids, 2026-12-07, where S/16's bfloat16 step takes about 220 ms.
+
+So `predict_batches` runs Keras' predict loop itself for an in-memory array or tensor: each batch is a
+slice converted to a tensor on the calling thread and given to the model's compiled predict step, with
+the same callbacks and progress bar. Where it does not apply (`predicts_batches_itself`: several
+replicas, `steps_per_execution` > 1, `steps` given) `array_dataset` is the input: a dataset without
+autotuning. Other backends, and datasets the user built, are passed through unchanged.
 """
+
+import math
 
 import keras
 
@@ -18,6 +28,77 @@ DEFAULT_BATCH_SIZE = 32  # keras.Model.predict's own default
 def is_in_memory_batch(x):
     """True for a NumPy array or a backend tensor (not a dataset, generator or dict)."""
     return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, dict)
+
+
+def check_batch_size(batch_size):
+    """Raise a `ValueError` unless `batch_size` is None or a positive integer (NumPy integers too).
+
+    >>> check_batch_size(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `batch_size` must be a positive integer or None. Received: batch_size=0
+    """
+    import numbers  # noqa: PLC0415
+
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer or None. Received: batch_size={batch_size!r}")
+
+
+def predicts_batches_itself(model, x, steps=None):
+    """Whether `predict_batches(model, x, ...)` runs the predict loop: the TensorFlow backend, an in-memory `x`,
+    no `steps`, one step per execution, and the default (one-replica) distribution strategy, in and out of
+    which the batch needs no splitting."""
+    if keras.backend.backend() != "tensorflow" or not is_in_memory_batch(x) or steps is not None:
+        return False
+    import tensorflow as tf  # noqa: PLC0415  (only on the TensorFlow backend)
+
+    return (
+        model.steps_per_execution == 1
+        and not tf.distribute.has_strategy()
+        and model.distribute_strategy is tf.distribute.get_strategy()
+    )
+
+
+def predict_batches(model, x, batch_size=None, verbose="auto", callbacks=None):
+    """`model.predict(x, batch_size, verbose, callbacks)` for an in-memory `x` (where `predicts_batches_itself`):
+    Keras' predict loop, with each batch a slice of `x` converted to a tensor on this thread.
+
+    The batches reach `model.predict_function` as Keras' own loop passes a dataset's elements (a list of one
+    batch), so both share one trace; callbacks see the same calls, `model.stop_predicting` ends the loop early.
+    Returns the outputs as NumPy arrays, concatenated over batches.
+
+    >>> import numpy as np
+    >>> from keras_mixer import MLPMixer
+    >>> tiny = MLPMixer(num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=16, patch_size=4,
+    ...                 image_size=8, num_channels=1, num_classes=3)
+    >>> predict_batches(tiny, np.zeros((5, 8, 8, 1), "float32"), batch_size=2, verbose=0).shape
+    (5, 3)
+    """
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415  (only on the TensorFlow backend)
+
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    steps = math.ceil(int(x.shape[0]) / batch_size)
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = keras.callbacks.CallbackList(
+            callbacks, add_progbar=verbose != 0, verbose=verbose, epochs=1, steps=steps, model=model
+        )
+    model.make_predict_function()
+    model.stop_predicting = False
+    callbacks.on_predict_begin()
+    outputs = []
+    for step in range(steps):
+        callbacks.on_predict_batch_begin(step)
+        batch = tf.convert_to_tensor(x[step * batch_size : (step + 1) * batch_size])
+        batch_outputs = model.predict_function([batch])
+        outputs.append(batch_outputs)
+        callbacks.on_predict_batch_end(step, {"outputs": batch_outputs})
+        if model.stop_predicting:
+            break
+    callbacks.on_predict_end()
+    return keras.tree.map_structure(lambda *parts: np.concatenate([np.asarray(part) for part in parts]), *outputs)
 
 
 def array_dataset(x, batch_size=None):

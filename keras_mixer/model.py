@@ -16,7 +16,7 @@ from keras_mixer.arguments import (
     drop_path_rates,
     validate_mixer_arguments,
 )
-from keras_mixer.array_input import array_dataset
+from keras_mixer.array_input import array_dataset, check_batch_size, predict_batches, predicts_batches_itself
 from keras_mixer.checkpoints import load_official_weights, read_official_checkpoint, resized_config
 from keras_mixer.constant_kernels import (
     constant_kernels,
@@ -202,17 +202,22 @@ class MLPMixer(keras.Model):
         SavedModel (`keras_mixer.constant_kernels.predict_has_constant_kernels`), and traced again after they
         change; a bfloat16 copy of them is kept to tell.
 
-        On the TensorFlow backend an array or tensor is fed through a dataset without tf.data
-        autotuning (see `keras_mixer.array_input`: with it, the forward pass often ran on one core).
+        On the TensorFlow backend an array or tensor is not fed through `tf.data`: each batch is sliced and
+        converted on the calling thread (`keras_mixer.array_input.predict_batches`; tf.data's pipeline cost
+        time on every batch and, with autotuning, often left the forward pass on one core). With several
+        replicas it goes through a dataset without autotuning.
         An empty batch of images gives an empty (0, ...) result (Keras' predict loop runs no step on
         zero images and fails; the model itself handles them).
         """
+        check_batch_size(batch_size)
         if getattr(x, "shape", None) is not None and len(x.shape) == 4 and x.shape[0] == 0:
             return keras.ops.convert_to_numpy(self(x, training=False))
-        dataset = array_dataset(x, batch_size)
-        if dataset is not None:
-            x, batch_size = dataset, None
         with self._kernels_for_predict():
+            if predicts_batches_itself(self, x, steps):
+                return predict_batches(self, x, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
+            dataset = array_dataset(x, batch_size)
+            if dataset is not None:
+                x, batch_size = dataset, None
             return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
 
     @contextlib.contextmanager
