@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -263,11 +264,31 @@ def test_the_paths_ab_times_predict_and_the_saved_model_against_the_fastest_kera
     ratios = report["comparisons"]["saved_model"][f"ratios_saved_model_over_{fastest}"]
     rates = report["images_per_second"]
     assert ratios == [a / b for a, b in zip(rates["saved_model"], rates[fastest])]
+    predict = report["comparisons"]["keras_predict_numpy"]
+    assert predict["held_to"] == max(("keras", "keras_xla", "saved_model"), key=lambda p: statistics.median(rates[p]))
     assert report["goals_apply"] is False and "goal " not in capsys.readouterr().out  # goals are set at batch 32
     assert paths_ab.main(["--rounds", "0", "--preset", "mixer_x9", "--json", str(tmp_path)]) == EXIT_BAD_INPUT
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--rounds must be >= 1. Received: 0" in error and "mixer_x9" in error
     assert "is a folder" in error
+
+
+def test_the_paths_ab_times_the_bfloat16_paths(tmp_path, monkeypatch):
+    timed = []
+
+    def recording_paths(model, images, folder, precision="float32"):
+        paths = inference_paths(model, images, folder, precision)
+        timed.append((model.mixer_blocks[0].compute_dtype, precision))
+        return paths
+
+    inference_paths = paths_ab.inference_paths
+    monkeypatch.setattr(paths_ab, "inference_paths", recording_paths)
+    out = tmp_path / "ab.json"
+    args = ["--preset", "fashion", "--precision", "bfloat16", "--batch-size", "2", "--rounds", "1", "--json", str(out)]
+    assert paths_ab.main(args) == 0
+    report = json.loads(out.read_text())
+    assert timed == [("bfloat16", "bfloat16")]
+    assert report["precision"] == "bfloat16" and len(report["images_per_second"]) == 4
 
 
 def test_the_frozen_weights_ab_refuses_bad_flags_before_starting_a_process(capsys, monkeypatch):
