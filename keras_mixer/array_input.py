@@ -46,6 +46,32 @@ def check_batch_size(batch_size):
         raise ValueError(f"`batch_size` must be a positive integer or None. Received: batch_size={batch_size!r}")
 
 
+def check_image_batch(x, image_shape):
+    """Raise one `ValueError` unless the in-memory `x` is a batch of numbers shaped (batch, *image_shape).
+
+    Without it a wrong batch could reach a step Keras had traced again with every size unknown, and fail deep in
+    the graph ("Depth of input must be a multiple of depth of filter").
+
+    >>> import numpy as np
+    >>> check_image_batch(np.zeros((2, 8, 8, 1), "float32"), (8, 8, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected a batch of images of shape (batch, 8, 8, 3). Received: an array of shape (2, 8, 8, 1)
+    """
+    shape = tuple(x.shape)
+    if len(shape) != len(image_shape) + 1 or any(
+        want is not None and have != want for have, want in zip(shape[1:], image_shape)
+    ):
+        wanted = ", ".join("?" if size is None else str(size) for size in image_shape)
+        raise ValueError(f"Expected a batch of images of shape (batch, {wanted}). Received: an array of shape {shape}")
+    try:
+        dtype = keras.backend.standardize_dtype(x.dtype)  # NumPy's, TensorFlow's, JAX's or torch's
+    except (TypeError, ValueError):  # strings, objects
+        dtype = str(x.dtype)
+    if not dtype.startswith(("float", "int", "uint", "bfloat")):
+        raise ValueError(f"Expected images of numbers (uint8 or float). Received: an array of dtype {dtype}")
+
+
 def predicts_batches_itself(model, x, steps=None):
     """Whether `predict_batches(model, x, ...)` runs the predict loop: the TensorFlow backend, an in-memory `x`,
     no `steps`, one step per execution, and the default (one-replica) distribution strategy, in and out of

@@ -16,7 +16,14 @@ from keras_mixer.arguments import (
     drop_path_rates,
     validate_mixer_arguments,
 )
-from keras_mixer.array_input import array_dataset, check_batch_size, predict_batches, predicts_batches_itself
+from keras_mixer.array_input import (
+    array_dataset,
+    check_batch_size,
+    check_image_batch,
+    is_in_memory_batch,
+    predict_batches,
+    predicts_batches_itself,
+)
 from keras_mixer.checkpoints import load_official_weights, read_official_checkpoint, resized_config
 from keras_mixer.constant_kernels import (
     constant_kernels,
@@ -206,10 +213,14 @@ class MLPMixer(keras.Model):
         converted on the calling thread (`keras_mixer.array_input.predict_batches`; tf.data's pipeline cost
         time on every batch and, with autotuning, often left the forward pass on one core). With several
         replicas it goes through a dataset without autotuning.
+        An array or tensor of the wrong shape or of no numbers, or a `batch_size` that is not a positive integer,
+        is refused with one `ValueError` naming what was expected and what came (`keras_mixer.array_input`).
         An empty batch of images gives an empty (0, ...) result (Keras' predict loop runs no step on
         zero images and fails; the model itself handles them).
         """
         check_batch_size(batch_size)
+        if is_in_memory_batch(x):
+            check_image_batch(x, self.input_shape[1:])
         if getattr(x, "shape", None) is not None and len(x.shape) == 4 and x.shape[0] == 0:
             return keras.ops.convert_to_numpy(self(x, training=False))
         with self._kernels_for_predict():

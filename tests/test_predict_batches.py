@@ -1,6 +1,8 @@
 """`MLPMixer.predict` on arrays runs Keras' predict loop itself (`keras_mixer.array_input.predict_batches`):
 checked against Keras' own loop over the same model, which is the reference for results and callback calls."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -89,3 +91,17 @@ def test_steps_and_strategies_keep_keras_own_loop():
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         assert not predicts_batches_itself(model, images)
         np.testing.assert_allclose(model.predict(images, verbose=0), _keras_predict(model, images), atol=1e-6)
+
+
+def test_a_batch_of_the_wrong_shape_or_dtype_is_refused_by_name_even_after_a_good_one():
+    # After one good call Keras traces its step again with every size unknown, and a wrong batch then failed deep
+    # in the graph ("Depth of input must be a multiple of depth of filter").
+    model = MLPMixer(**TINY)
+    model.predict(_images(2), verbose=0)
+    for wrong in (np.zeros((2, 16, 16, 1), "float32"), np.zeros((2, 20, 20, 3), "float32"), _images(1)[0]):
+        expected = f"shape (batch, 16, 16, 3). Received: an array of shape {wrong.shape}"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            model.predict(wrong, verbose=0)
+    with pytest.raises(ValueError, match="images of numbers .* Received: an array of dtype object"):
+        model.predict(np.empty((2, 16, 16, 3), object), verbose=0)
+    assert model.predict(np.zeros((2, 16, 16, 3), "uint8"), verbose=0).shape == (2, 5)
