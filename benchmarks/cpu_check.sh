@@ -10,12 +10,13 @@
 #     after round (peer_ab): float32 and bf16 inference at batch 32 (bf16 with the bf16 SavedModel and
 #     predict too),
 #     float32 and bf16 training steps;
-#   - ab (timeouts 545 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
+#   - ab (timeouts 590 s in all): oneDNN's LayerNorm beside the XLA norm and Keras' op (fused_norm_ab,
 #     bf16 and float32), the MLP's first Dense as a plain matmul with its bias in the compiled GELU
 #     (training_matmul_ab --change mlp, bf16), the train step's norm as the package runs it against
 #     Keras' op (training_norm_ab --against keras, bf16), the XLA train step against the
 #     graph step with the compiled optimiser update (xla_training_ab), that update against Keras'
-#     own (fused_update_ab), predict and the SavedModel against the fastest Keras path (paths_ab), and
+#     own (fused_update_ab), predict and the SavedModel against the fastest path (paths_ab, float32 and
+#     bf16), and
 #     the compiled GELU at inference against oneDNN's fused one (inference_gelu_ab, float32 and bf16;
 #     the package runs it only on CPUs without AVX-512, where it was measured), and the bf16 SavedModel
 #     with its MLP kernels as constants against variables (constant_kernels_ab).
@@ -86,7 +87,10 @@ if [ "$half" = all ] || [ "$half" = ab ]; then
   step 60 "$python" -m benchmarks.training_norm_ab "${ab[@]}" --against keras --precision bfloat16 --batch-size 8 --json "$out/training_norm_bf16_b8.json"
   step 55 "$python" -m benchmarks.xla_training_ab "${ab[@]}" --batch-size 8 --json "$out/xla_training_f32_b8.json"
   step 55 "$python" -m benchmarks.fused_update_ab "${ab[@]}" --batch-size 8 --json "$out/fused_update_f32_b8.json"
-  step 75 "$python" -m benchmarks.paths_ab "${ab[@]}" --batch-size 32 --json "$out/paths_f32_b32.json"
+  # The paths A/Bs' timeouts: 10 rounds took 89 s (float32) and 64 s (bf16) on the 2-core Sapphire Rapids
+  # (2026-12-07), export and tracing included; 6 rounds here.
+  step 70 "$python" -m benchmarks.paths_ab "${ab[@]}" --batch-size 32 --json "$out/paths_f32_b32.json"
+  step 50 "$python" -m benchmarks.paths_ab "${ab[@]}" --precision bfloat16 --batch-size 32 --json "$out/paths_bf16_b32.json"
   # The inference GELU A/Bs' timeouts are estimates from the norm A/Bs' (the same forward passes), unmeasured there.
   step 50 "$python" -m benchmarks.inference_gelu_ab "${ab[@]}" --precision float32 --json "$out/inference_gelu_f32_b32.json"
   step 50 "$python" -m benchmarks.inference_gelu_ab "${ab[@]}" --precision bfloat16 --json "$out/inference_gelu_bf16_b32.json"

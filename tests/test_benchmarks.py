@@ -186,7 +186,7 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         return [line.split("] ", 1)[1].split() for line in dry.stdout.splitlines() if " -m benchmarks." in line]
 
     steps = dry_steps()
-    assert len(steps) == 17 and (tmp_path / "out" / "lscpu.txt").exists()
+    assert len(steps) == 18 and (tmp_path / "out" / "lscpu.txt").exists()
     rows, peer, ab = dry_steps("rows"), dry_steps("peer"), dry_steps("ab")  # one lent-machine call each
     assert rows + peer + ab == steps
     assert {w[w.index("-m") + 1] for w in rows} == {"benchmarks.run", "benchmarks.precision_training_ab"}
