@@ -13,7 +13,8 @@ costs come with it on the TensorFlow backend:
 
 So `predict_batches` runs Keras' predict loop itself for an in-memory array or tensor: each batch is a
 slice converted to a tensor on the calling thread and given to the model's compiled predict step, with
-the same callbacks and progress bar. Where it does not apply (`predicts_batches_itself`: several
+the same callbacks and progress bar. Only one batch at a time is copied into a tensor (`from_tensor_slices`
+copies the whole array first). Where it does not apply (`predicts_batches_itself`: several
 replicas, `steps_per_execution` > 1, `steps` given) `array_dataset` is the input: a dataset without
 autotuning. Other backends, and datasets the user built, are passed through unchanged.
 """
