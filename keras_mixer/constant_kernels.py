@@ -41,7 +41,7 @@ _ITEM_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
 @contextlib.contextmanager
 def constant_kernels(model, values=None):
     """Trace graphs in which `model`'s `MlpBlock` kernels are constants holding their values of now (or `values`:
-    {id(kernel): a NumPy array}).
+    {id(kernel): a NumPy array or an eager tensor, read when a graph is traced}).
 
     The values are read here, before any tracing: a variable read while a graph is traced (even inside
     `tf.init_scope()`) counts as one the graph uses, and an export would store it. A graph traced here
@@ -81,7 +81,9 @@ def constant_kernel(dense):
         return None
     import tensorflow as tf  # noqa: PLC0415  (TensorFlow backend only)
 
-    return None if tf.executing_eagerly() else value
+    if tf.executing_eagerly():
+        return None
+    return value.numpy() if isinstance(value, tf.Tensor) else value  # an eager tensor: read now, at trace time
 
 
 def dense_with_constant_kernel(dense, x, kernel):
@@ -97,19 +99,20 @@ def dense_with_constant_kernel(dense, x, kernel):
     return tf.nn.bias_add(y, tf.cast(dense.bias, dense.compute_dtype)) if dense.use_bias else y
 
 
-def predict_has_constant_kernels(model):
-    """Whether `MLPMixer.predict` traces its step with `model`'s MLP kernels as constants (`constant_kernels`).
+def steps_have_constant_kernels(model):
+    """Whether `MLPMixer.predict` and `MLPMixer.evaluate` trace their steps with `model`'s MLP kernels as constants
+    (`constant_kernels`).
 
     All must hold: the TensorFlow backend with no GPU visible (measured on CPUs only); every `MlpBlock`
     computing in one of `CONSTANT_KERNEL_PRECISIONS` (bfloat16: `mixed_bfloat16` or a bfloat16 copy); the
-    kernels fit (`kernels_fit_as_constants`). `MLPMixer.predict` traces again when a kernel has changed since
-    its step was traced (`kernel_snapshot`, `kernels_unchanged`), so training between predictions is seen.
+    kernels fit (`kernels_fit_as_constants`). Each traces again when a kernel has changed since its step was
+    traced (`kernel_snapshot`, `kernels_unchanged`), so training between two calls is seen.
 
     Example:
     >>> from keras_mixer import MLPMixer
     >>> tiny = MLPMixer(num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=16, patch_size=4,
     ...                 image_size=8, num_channels=1, num_classes=3)
-    >>> predict_has_constant_kernels(tiny)  # float32
+    >>> steps_have_constant_kernels(tiny)  # float32
     False
     """
     from keras_mixer.fused_norm import _machine_has_gpu  # noqa: PLC0415

@@ -1,5 +1,6 @@
 """MLP kernels traced as graph constants (`keras_mixer.constant_kernels`) and the bfloat16 SavedModel built so."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -124,7 +125,7 @@ def _constant_kernels_traced(monkeypatch):
 def test_bfloat16_predict_traces_constant_kernels_and_traces_again_when_they_change(official, tmp_path, monkeypatch):
     model, params = official
     bf16 = with_precision(model, "bfloat16")
-    assert constant_kernels.predict_has_constant_kernels(bf16)
+    assert constant_kernels.steps_have_constant_kernels(bf16)
     traced = _constant_kernels_traced(monkeypatch)
     images = random_images(5, size=32, seed=7)
     expected = official_logits(params, images)
@@ -146,7 +147,39 @@ def test_bfloat16_predict_traces_constant_kernels_and_traces_again_when_they_cha
 
 def test_float32_predict_keeps_its_kernels_as_variables(official, monkeypatch):
     model, _ = official
-    assert not constant_kernels.predict_has_constant_kernels(model)
+    assert not constant_kernels.steps_have_constant_kernels(model)
     traced = _constant_kernels_traced(monkeypatch)
     model.predict(random_images(2, size=32, seed=8), verbose=0)
     assert traced == []
+
+
+def test_bfloat16_evaluate_traces_constant_kernels_and_never_answers_with_old_ones(official, tmp_path, monkeypatch):
+    model, params = official
+    bf16 = with_precision(model, "bfloat16")
+    bf16.compile(loss="mse")  # against zeros: the mean square logit, which any change of the weights moves
+    traced = _constant_kernels_traced(monkeypatch)
+    images = random_images(6, size=32, seed=10)
+    zeros = np.zeros((6, CONFIG["num_classes"]), "float32")
+    expected = np.mean(official_logits(params, images) ** 2)
+    assert bf16.evaluate(images, zeros, batch_size=4, verbose=0) == pytest.approx(expected, rel=0.1)
+    assert len(traced) >= 2 * 2 * SIZES["blocks"]  # the test step read its kernels as constants
+    bf16.predict(images, verbose=0)  # a second step on the same kernels
+    # New weights, then evaluate, then predict: neither step may keep the old kernels.
+    other = random_official_checkpoint(np.random.default_rng(11), **SIZES)
+    np.savez(tmp_path / "other.npz", **other)
+    load_official_weights(bf16, tmp_path / "other.npz")
+    logits = official_logits(other, images)
+    assert not np.mean(logits**2) == pytest.approx(expected, rel=0.3)
+    assert bf16.evaluate(images, zeros, batch_size=4, verbose=0) == pytest.approx(np.mean(logits**2), rel=0.1)
+    np.testing.assert_allclose(bf16.predict(images, verbose=0), logits, atol=0.05 * np.abs(logits).max())
+
+
+def test_fits_validation_keeps_the_kernels_as_variables(official, monkeypatch):
+    model, _ = official
+    bf16 = with_precision(model, "bfloat16")
+    bf16.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    traced = _constant_kernels_traced(monkeypatch)
+    images = random_images(4, size=32, seed=12)
+    labels = np.arange(4) % CONFIG["num_classes"]
+    history = bf16.fit(images, labels, validation_data=(images, labels), epochs=2, batch_size=2, verbose=0)
+    assert traced == [] and len(history.history["val_loss"]) == 2
