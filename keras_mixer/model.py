@@ -231,8 +231,8 @@ class MLPMixer(keras.Model):
         check_batch_size(batch_size)
         if is_in_memory_batch(x):
             check_image_batch(x, self.input_shape[1:])
-        if getattr(x, "shape", None) is not None and len(x.shape) == 4 and x.shape[0] == 0:
-            return keras.ops.convert_to_numpy(self(x, training=False))
+            if x.shape[0] == 0:
+                return keras.ops.convert_to_numpy(self(x, training=False))
         with self._kernels_as_constants_in("predict_function"):
             if predicts_batches_itself(self, x, steps):
                 return predict_batches(self, x, batch_size=batch_size, verbose=verbose, callbacks=callbacks)
