@@ -199,6 +199,18 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
     )
     assert wrong.returncode == 2 and "all, rows, peer or ab; got 'both'" in wrong.stderr
     assert not (tmp_path / "wrong").exists()
+    checkout, bin_dir = tmp_path / "checkout_without_venv", tmp_path / "bin"
+    (checkout / "benchmarks").mkdir(parents=True)
+    shutil.copy(script, checkout / "benchmarks")
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/sh\nexit 1\n")  # the python3 on PATH finds no TensorFlow
+    (bin_dir / "python3").chmod(0o755)
+    bare = subprocess.run(
+        ["bash", str(checkout / "benchmarks" / "cpu_check.sh"), str(tmp_path / "bare")], capture_output=True,
+        text=True, env={**env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, check=False,
+    )  # fmt: skip
+    assert bare.returncode == 2 and "has no tensorflow or no keras" in bare.stderr, bare.stderr
+    assert not (tmp_path / "bare").exists()
 
     class Parsed(Exception):
         pass
