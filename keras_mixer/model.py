@@ -22,6 +22,7 @@ from keras_mixer.array_input import (
     check_batch_size,
     check_image_batch,
     is_in_memory_batch,
+    labelled_array_dataset,
     predict_batches,
     predicts_batches_itself,
 )
@@ -249,8 +250,21 @@ class MLPMixer(keras.Model):
 
         `fit`'s validation keeps them as variables: the kernels change every epoch, and each change would
         trace the step again.
+
+        On the TensorFlow backend, images, labels and sample weights given as arrays or tensors reach Keras' loop
+        as a `tf.data` dataset without autotuning (`keras_mixer.array_input.labelled_array_dataset`): Keras' own
+        pipeline for them autotunes, which often left the forward pass on one core. The results are the same.
+        Images of the wrong shape or of no numbers, or a `batch_size` that is not a positive integer, are refused
+        with one `ValueError`, as in `predict`.
         """
         during_fit = kwargs.get("_use_cached_eval_dataset", False)
+        if not during_fit:  # fit's validation reads the dataset fit made
+            check_batch_size(batch_size)
+            if is_in_memory_batch(x):
+                check_image_batch(x, self.input_shape[1:])
+            dataset = None if steps is not None else labelled_array_dataset(x, y, sample_weight, batch_size)
+            if dataset is not None:
+                x, y, sample_weight, batch_size = dataset, None, None, None
         with contextlib.nullcontext() if during_fit else self._kernels_as_constants_in("test_function"):
             return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
                                     steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs)  # fmt: skip

@@ -1,0 +1,95 @@
+"""`MLPMixer.evaluate` on arrays feeds Keras' loop a dataset without autotuning
+(`keras_mixer.array_input.labelled_array_dataset`).
+
+The references: the loss and accuracy computed in NumPy from the model's outputs, and Keras' own `evaluate`
+(its array adapter) on the same model.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mixer import MLPMixer
+from tests.test_model import TINY, _images, _randomize
+
+
+def _compiled_model():
+    model = _randomize(MLPMixer(**TINY))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def _numpy_loss_and_accuracy(logits, labels, weights):
+    """Cross-entropy weighted and summed over the number of images (Keras' "sum_over_batch_size", over batches
+    weighted by their size) and plain accuracy, from the logits in float64."""
+    logits = logits.astype("float64")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    losses = -log_probabilities[np.arange(len(labels)), labels]
+    return (losses * weights).sum() / len(labels), (logits.argmax(axis=1) == labels).mean()
+
+
+@pytest.mark.parametrize("as_tensors", [False, True])
+def test_evaluate_on_arrays_gives_the_numpy_loss_and_accuracy(as_tensors):
+    model = _compiled_model()
+    images, labels = _images(7), np.array([0, 1, 2, 3, 4, 0, 1])
+    weights = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 1.0, 0.25])  # float64, cast to floatx as Keras does
+    loss, accuracy = _numpy_loss_and_accuracy(model.predict(images, verbose=0), labels, weights)
+    if as_tensors:
+        images, labels, weights = tf.constant(images), tf.constant(labels), tf.constant(weights)
+    result = model.evaluate(images, labels, sample_weight=weights, batch_size=3, verbose=0, return_dict=True)
+    assert result["loss"] == pytest.approx(loss, abs=1e-5) and result["accuracy"] == pytest.approx(accuracy)
+    unweighted = model.evaluate(images, labels, batch_size=3, verbose=0)  # [loss, accuracy]
+    expected = keras.Model.evaluate(model, np.asarray(images), np.asarray(labels), batch_size=3, verbose=0)
+    np.testing.assert_allclose(unweighted, expected, atol=1e-6)
+
+
+def test_keras_loop_gets_a_dataset_without_autotuning(monkeypatch):
+    model = _compiled_model()
+    received = []
+    keras_evaluate = keras.Model.evaluate
+
+    def recording(self, x=None, y=None, **kwargs):
+        received.append((x, y, kwargs["batch_size"], kwargs["sample_weight"]))
+        return keras_evaluate(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "evaluate", recording)
+    model.evaluate(_images(5), np.arange(5), batch_size=2, verbose=0)
+    ((dataset, y, batch_size, sample_weight),) = received
+    assert isinstance(dataset, tf.data.Dataset) and (y, batch_size, sample_weight) == (None, None, None)
+    assert dataset.options().autotune.enabled is False
+    assert [int(images.shape[0]) for images, _ in dataset] == [2, 2, 1]
+
+
+def test_what_it_does_not_take_goes_to_keras_adapter_unchanged(monkeypatch):
+    model = _compiled_model()
+    images, labels = _images(5), np.arange(5)
+    received = []
+    keras_evaluate = keras.Model.evaluate
+
+    def recording(self, x=None, y=None, **kwargs):
+        received.append(x)
+        return keras_evaluate(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "evaluate", recording)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    model.evaluate(dataset, verbose=0)
+    model.evaluate(images, labels, batch_size=2, steps=2, verbose=0)
+    assert received[0] is dataset and received[1] is images
+    with pytest.raises(ValueError, match="[Cc]ardinality|sizes"):  # Keras' own message for lengths that differ
+        model.evaluate(images, labels[:4], verbose=0)
+
+
+@pytest.mark.parametrize(
+    "images, batch_size, message",
+    [
+        (np.zeros((2, 16, 16, 1), "float32"), None, r"shape \(batch, 16, 16, 3\)\. Received: an array of shape"),
+        (np.array([["a"] * 3] * 16 * 16 * 2).reshape(2, 16, 16, 3), None, "images of numbers"),
+        (np.zeros((2, 16, 16, 3), "float32"), 0, "must be a positive integer or None. Received: batch_size=0"),
+    ],
+)
+def test_bad_input_is_one_clear_error(images, batch_size, message):
+    model = _compiled_model()
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(images, np.zeros(2, "int64"), batch_size=batch_size, verbose=0)
