@@ -166,8 +166,8 @@ def labelled_array_dataset(x, y=None, sample_weight=None, batch_size=None):
     parts = tuple(part for part in (x, y, sample_weight) if part is not None)
     if (
         keras.backend.backend() != "tensorflow"
-        or y is None
-        and sample_weight is not None
+        or not is_in_memory_batch(x)
+        or (y is None and sample_weight is not None)
         or not all(is_in_memory_batch(part) and len(part.shape) >= 1 for part in parts)
         or len({int(part.shape[0]) for part in parts}) != 1
         or int(x.shape[0]) == 0

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mixer import MLPMixer
+from keras_mixer.array_input import labelled_array_dataset
 from tests.test_model import TINY, _images, _randomize
 
 
@@ -77,6 +78,7 @@ def test_what_it_does_not_take_goes_to_keras_adapter_unchanged(monkeypatch):
     model.evaluate(dataset, verbose=0)
     model.evaluate(images, labels, batch_size=2, steps=2, verbose=0)
     assert received[0] is dataset and received[1] is images
+    assert labelled_array_dataset(None, labels) is None and labelled_array_dataset(images, None, labels) is None
     with pytest.raises(ValueError, match="[Cc]ardinality|sizes"):  # Keras' own message for lengths that differ
         model.evaluate(images, labels[:4], verbose=0)
 
