@@ -1,4 +1,4 @@
-"""Arrays given to `MLPMixer.predict` (batches sliced on the calling thread, without `tf.data`) and `evaluate`.
+"""Arrays given to `MLPMixer.predict` (batches sliced on the calling thread, without `tf.data`), `evaluate`, `fit`.
 
 Keras turns a NumPy array into a `tf.data` pipeline and reads each batch inside the compiled step. Two
 costs come with it on the TensorFlow backend:
@@ -17,7 +17,8 @@ the same callbacks and progress bar. Only one batch at a time is copied into a t
 copies the whole array first). Where it does not apply (`predicts_batches_itself`: several
 replicas, `steps_per_execution` > 1, `steps` given) `array_dataset` is the input: a dataset without
 autotuning. `MLPMixer.evaluate` keeps Keras' loop (its metrics and callbacks) and is given
-`labelled_array_dataset`: the images, labels and sample weights as one dataset without autotuning. Other
+`labelled_array_dataset`: the images, labels and sample weights as one dataset without autotuning; `MLPMixer.fit`
+is given Keras' own array adapter with autotuning off (`array_adapter_without_autotuning`). Other
 backends, and datasets the user built, are passed through unchanged.
 """
 
@@ -155,8 +156,7 @@ def labelled_array_dataset(x, y=None, sample_weight=None, batch_size=None):
     Sapphire Rapids, 2026-12-07, S/16 at 224 px, 320 random images in batches of 32, three rounds): Keras'
     `evaluate` on NumPy arrays ran at 0.50-0.58x `predict`'s speed (float32 15.0 images/s, bfloat16 55-60), and on
     this dataset at 0.82-0.95x (float32 25-27, bfloat16 89-100): autotuning had left the forward pass on one core,
-    as the module docstring says of `predict`. `fit` on arrays, not changed, ran 0.87x a dataset like this one
-    (bfloat16, batch 16, 3 of 3 rounds).
+    as the module docstring says of `predict`.
 
     >>> import numpy as np
     >>> dataset = labelled_array_dataset(np.zeros((5, 4, 4, 3)), np.arange(5), batch_size=2)
@@ -178,6 +178,37 @@ def labelled_array_dataset(x, y=None, sample_weight=None, batch_size=None):
     parts = tuple(_in_floatx(part) for part in parts)
     dataset = tf.data.Dataset.from_tensor_slices(parts if len(parts) > 1 else parts[0])
     return _without_autotuning(dataset.batch(batch_size or DEFAULT_BATCH_SIZE))
+
+
+def array_adapter_without_autotuning(x, y=None, sample_weight=None, batch_size=None, shuffle=False, class_weight=None):
+    """Keras' own array adapter for `(x, y, sample_weight)`, whose `tf.data` dataset runs without autotuning, for
+    `MLPMixer.fit`; `None` on other backends or where `x` is not an in-memory array or tensor.
+
+    Keras' `fit` takes an adapter in place of `x` (and in `validation_data`) and uses it as is, so batching,
+    shuffling each epoch, sample and class weights stay Keras' own; only autotuning is off. A probe (2-core
+    Sapphire Rapids, 2026-12-07, S/16 at 224 px): `fit` on NumPy arrays ran at 0.87x a dataset without autotuning
+    in bfloat16 (batch 16, 160 images, 3 of 3 rounds; 15.1-15.3 against 17.1-17.6 images/s) and, in float32, at
+    0.55x in one round of three; with this adapter 18.6-18.9 against 18.8-19.4 (bfloat16, 3 rounds).
+
+    >>> import numpy as np
+    >>> adapter = array_adapter_without_autotuning(np.zeros((5, 4, 4, 3), "float32"), np.arange(5), batch_size=2)
+    >>> adapter.num_batches if adapter else 3
+    3
+    """
+    if keras.backend.backend() != "tensorflow" or not is_in_memory_batch(x):
+        return None
+    from keras.src.trainers.data_adapters import array_data_adapter  # noqa: PLC0415  (Keras' adapter, not public)
+
+    if not array_data_adapter.can_convert_arrays((x, y, sample_weight)):
+        return None
+
+    class WithoutAutotuning(array_data_adapter.ArrayDataAdapter):
+        def get_tf_dataset(self):
+            return _without_autotuning(super().get_tf_dataset())
+
+    return WithoutAutotuning(
+        x, y, sample_weight=sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight
+    )
 
 
 def _in_floatx(array):

@@ -18,6 +18,7 @@ from keras_mixer.arguments import (
     validate_mixer_arguments,
 )
 from keras_mixer.array_input import (
+    array_adapter_without_autotuning,
     array_dataset,
     check_batch_size,
     check_image_batch,
@@ -241,6 +242,31 @@ class MLPMixer(keras.Model):
             if dataset is not None:
                 x, batch_size = dataset, None
             return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1):  # fmt: skip
+        """`keras.Model.fit`; on the TensorFlow backend, arrays or tensors (and `validation_data` given as arrays)
+        go through Keras' own array adapter with `tf.data`'s autotuning off
+        (`keras_mixer.array_input.array_adapter_without_autotuning`), as in `evaluate`. Batches, shuffling and
+        weights are Keras' own. With `validation_split` or `steps_per_epoch`, Keras' loop takes the arrays as usual.
+        """
+        if not validation_split and steps_per_epoch is None:
+            check_batch_size(batch_size)
+            if is_in_memory_batch(x):
+                check_image_batch(x, self.input_shape[1:])
+            adapter = array_adapter_without_autotuning(x, y, sample_weight, batch_size, shuffle, class_weight)
+            if adapter is not None:
+                x, y, sample_weight, class_weight = adapter, None, None, None
+            if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3) and not validation_steps:
+                validation_batch_size = validation_batch_size or batch_size
+                validation = array_adapter_without_autotuning(*validation_data, batch_size=validation_batch_size)
+                validation_data = validation_data if validation is None else validation
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
+                           validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
+                           class_weight=class_weight, sample_weight=sample_weight, initial_epoch=initial_epoch,
+                           steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+                           validation_batch_size=validation_batch_size, validation_freq=validation_freq)  # fmt: skip
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False, **kwargs):  # fmt: skip

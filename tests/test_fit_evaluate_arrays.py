@@ -1,8 +1,9 @@
-"""`MLPMixer.evaluate` on arrays feeds Keras' loop a dataset without autotuning
-(`keras_mixer.array_input.labelled_array_dataset`).
+"""`MLPMixer.evaluate` and `fit` on arrays run Keras' loop without `tf.data`'s autotuning: `evaluate` on a dataset
+(`keras_mixer.array_input.labelled_array_dataset`), `fit` on Keras' own array adapter
+(`array_adapter_without_autotuning`).
 
-The references: the loss and accuracy computed in NumPy from the model's outputs, and Keras' own `evaluate`
-(its array adapter) on the same model.
+The references: the loss and accuracy computed in NumPy from the model's outputs, and Keras' own `evaluate` and
+`fit` (its array adapter, autotuned) on the same model.
 """
 
 import keras
@@ -95,3 +96,43 @@ def test_bad_input_is_one_clear_error(images, batch_size, message):
     model = _compiled_model()
     with pytest.raises(ValueError, match=message):
         model.evaluate(images, np.zeros(2, "int64"), batch_size=batch_size, verbose=0)
+
+
+def _fit_twice(fit, class_weight=None, sample_weight=None):
+    """Weights after two epochs of `fit` (shuffle off, so the batches are the same) from one initialisation."""
+    model = _compiled_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    images, labels = _images(7), np.array([0, 1, 2, 3, 4, 0, 1])
+    fit(model, images, labels, batch_size=3, epochs=2, shuffle=False, verbose=0, class_weight=class_weight,
+        sample_weight=sample_weight, validation_data=(images[:4], labels[:4]))  # fmt: skip
+    return [weight.numpy() for weight in model.weights]
+
+
+@pytest.mark.parametrize("weights", ["none", "class", "sample"])
+def test_fit_on_arrays_trains_as_keras_own_fit(weights):
+    class_weight = {0: 2.0, 1: 0.5, 2: 1.0, 3: 1.0, 4: 3.0} if weights == "class" else None
+    sample_weight = np.linspace(0.5, 2.0, 7) if weights == "sample" else None
+    ours = _fit_twice(MLPMixer.fit, class_weight, sample_weight)
+    keras_own = _fit_twice(keras.Model.fit, class_weight, sample_weight)
+    for a, b in zip(ours, keras_own):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_fit_gives_keras_loop_its_own_adapter_without_autotuning(monkeypatch):
+    model = _compiled_model()
+    received = []
+    keras_fit = keras.Model.fit
+
+    def recording(self, x=None, y=None, **kwargs):
+        received.append((x, kwargs["validation_data"], kwargs["shuffle"]))
+        return keras_fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", recording)
+    images, labels = _images(5), np.arange(5)
+    model.fit(images, labels, batch_size=2, verbose=0, validation_data=(images, labels))
+    ((adapter, validation, shuffle),) = received
+    assert adapter.get_tf_dataset().options().autotune.enabled is False and adapter.num_batches == 3
+    assert validation.get_tf_dataset().options().autotune.enabled is False and shuffle is True
+    assert adapter._shuffle is True and validation._shuffle is False  # Keras' own shuffling of each epoch
+    with pytest.raises(ValueError, match=r"shape \(batch, 16, 16, 3\)"):
+        model.fit(np.zeros((2, 16, 16, 1), "float32"), np.zeros(2), verbose=0)
