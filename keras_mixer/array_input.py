@@ -197,7 +197,10 @@ def array_adapter_without_autotuning(x, y=None, sample_weight=None, batch_size=N
     """
     if keras.backend.backend() != "tensorflow" or not is_in_memory_batch(x):
         return None
-    from keras.src.trainers.data_adapters import array_data_adapter  # noqa: PLC0415  (Keras' adapter, not public)
+    try:  # Keras' own adapter, which is not public API: a Keras without it gets its own path
+        from keras.src.trainers.data_adapters import array_data_adapter  # noqa: PLC0415
+    except ImportError:
+        return None
 
     if not array_data_adapter.can_convert_arrays((x, y, sample_weight)):
         return None
