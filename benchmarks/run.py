@@ -4,19 +4,19 @@
     python -m benchmarks.run --presets fashion,mixer_s16 --peer    # + timm's rows (its own venv)
     python -m benchmarks.run --presets mixer_b16 --batch-sizes 1,32 --json out.json --plot out.png
 
-For each model (paper presets at 224 px, and `fashion` = the default Fashion-MNIST Mixer) it
-measures the GEMM limit (float32 and bfloat16 matmuls of the model's own shapes); inference: the
-Keras graph (and beside it the same graph with Keras' unfused layer norm), `model.predict` on NumPy,
-Keras + XLA, the exported SavedModel in float32 and bfloat16, TFLite float32 / float16 / dynamic int8
-/ int8 at batch 1, the mixed_bfloat16 policy, and the Keras graph and SavedModel rows again with
-oneDNN's weight cache (`*_frozen_weights`, in a process of their own); training steps (synthetic
-batches, float32 and bfloat16; for `fashion` also the real tfds pipeline, in its first epoch and once
-its cache holds the epoch); a per-op time breakdown (`benchmarks/op_breakdown.py`); and, with `--peer`,
-timm's rows (float32 and bf16-autocast inference, eager and `torch.compile`, and a training step), each
-measured right after the Keras row it compares with. Every figure is min/median/max over `--repeats`;
-batch-1 rows add latency percentiles. Each throughput row shows its fraction of the float32 (or
-bfloat16) GEMM limit. Prints a table, writes JSON (with the CPU model and its bf16/int8 flags, and
-which targets apply to that CPU) and a PNG bar chart.
+For each model (paper presets at 224 px, and `fashion` = the default Fashion-MNIST Mixer) it measures the
+GEMM limit (float32 and bfloat16 matmuls of the model's own shapes); inference: the Keras graph (and
+beside it the same graph with Keras' unfused layer norm), `model.predict` and `model.evaluate` on NumPy
+(each beside Keras' own array path, `*_unpatched`), Keras + XLA, the exported SavedModel in float32 and
+bfloat16, TFLite float32 / float16 / dynamic int8 / int8 at batch 1, the mixed_bfloat16 policy, and the
+Keras graph and SavedModel rows again with oneDNN's weight cache (`*_frozen_weights`, in a process of
+their own); training steps (synthetic batches, float32 and bfloat16; for `fashion` also the real tfds
+pipeline, in its first epoch and once its cache holds the epoch); a per-op time breakdown
+(`benchmarks/op_breakdown.py`); and, with `--peer`, timm's rows (float32 and bf16-autocast inference,
+eager and `torch.compile`, and a training step), each measured right after the Keras row it compares with.
+Every figure is min/median/max over `--repeats`; batch-1 rows add latency percentiles. Each throughput row
+shows its fraction of the float32 (or bfloat16) GEMM limit. Prints a table, writes JSON (with the CPU
+model and its bf16/int8 flags, and which targets apply to that CPU) and a PNG bar chart.
 """
 
 import argparse
@@ -59,6 +59,7 @@ PEER_GOALS = {"timm_eager": 1.3, "timm_compile": 1.1, "timm_bfloat16_compile": 1
 GOAL_BATCH_SIZE = 32  # the batch size of every inference goal (the targets' "b32")
 # Row / the fastest Keras path (graph or XLA) at least this: `model.predict` within 10 %, the SavedModel
 # that TF Serving runs as fast (5 % for noise).
+EVALUATE_BATCHES = 4  # batches per `model.evaluate` call in the evaluate rows
 FASTEST_PATH_GOALS = {"keras_predict_numpy": 0.9, "saved_model": 0.95}
 
 
@@ -186,6 +187,23 @@ def predict_inference(model, config, batch_size, repeats, predict=None):
     calls = 20 if batch_size == 1 else 1
     seconds = _time_calls(lambda: predict(model, images, batch_size=batch_size, verbose=0), repeats, calls)
     return [batch_size / s for s in seconds]
+
+
+def evaluate_inference(model, config, batch_size, repeats, evaluate=None):
+    """`model.evaluate` on NumPy images and labels, `EVALUATE_BATCHES` batches of `batch_size` a call (as a test
+    set is read), or `evaluate(model, images, labels, ...)` in its place; on a copy of `model` compiled with a
+    cross-entropy loss."""
+    import keras  # noqa: PLC0415
+
+    images = np.concatenate([synthetic_images(config, batch_size)] * EVALUATE_BATCHES)
+    labels = np.arange(len(images)) % config["num_classes"]
+    compiled = type(model).from_config(model.get_config())
+    compiled.set_weights(model.get_weights())
+    compiled.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    evaluate = evaluate or type(compiled).evaluate
+    calls = 20 if batch_size == 1 else 1
+    seconds = _time_calls(lambda: evaluate(compiled, images, labels, batch_size=batch_size, verbose=0), repeats, calls)
+    return [len(images) / s for s in seconds]
 
 
 def saved_model_inference(model, config, batch_size, repeats, folder, precision="float32"):
@@ -412,6 +430,10 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
             # Keras' own array path, which MLPMixer.predict replaces (keras_mixer/array_input.py): the before.
             rates = predict_inference(model, config, batch_size, repeats, predict=keras.Model.predict)
             rows.append(_row("keras_predict_numpy_unpatched", rates, config, batch_size, limit32))
+            rates = evaluate_inference(model, config, batch_size, repeats)  # a dataset without autotuning
+            rows.append(_row("keras_evaluate_numpy", rates, config, batch_size, limit32))
+            rates = evaluate_inference(model, config, batch_size, repeats, evaluate=keras.Model.evaluate)
+            rows.append(_row("keras_evaluate_numpy_unpatched", rates, config, batch_size, limit32))
         if "xla" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats, jit_compile=True)
             rows.append(_row("keras_xla", rates, config, batch_size, limit32, latencies))

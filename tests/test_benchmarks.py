@@ -85,6 +85,7 @@ def test_the_suite_runs_and_writes_json_and_png(tmp_path):
     assert fashion["limits"]["float32_b1"]["median"] > 0
     rows = {row["row"]: row for row in fashion["rows"]}
     assert {"keras", "keras_unfused_norm", "keras_predict_numpy", "tflite_float32", "tflite_int8"} <= set(rows)
+    assert all(rows[f"keras_evaluate_numpy{kind}"]["images_per_second"]["median"] > 0 for kind in ("", "_unpatched"))
     # oneDNN's weight cache, measured in a process of its own (benchmarks/frozen_weights_ab.py)
     frozen = {f"{kind}_frozen_weights" for kind in ("keras", "keras_bfloat16", "saved_model", "saved_model_bfloat16")}
     assert frozen <= set(rows) and all(rows[kind]["images_per_second"]["median"] > 0 for kind in frozen)
