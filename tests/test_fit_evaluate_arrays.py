@@ -22,6 +22,18 @@ def _compiled_model():
     return model
 
 
+def _record_calls_to(monkeypatch, method):
+    """[(x, y, keyword arguments)] of each call to `keras.Model.<method>` (Keras' loop, which still runs)."""
+    calls, keras_method = [], getattr(keras.Model, method)
+
+    def recording(self, x=None, y=None, **kwargs):
+        calls.append((x, y, kwargs))
+        return keras_method(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras.Model, method, recording)
+    return calls
+
+
 def _numpy_loss_and_accuracy(logits, labels, weights):
     """Cross-entropy weighted and summed over the number of images (Keras' "sum_over_batch_size", over batches
     weighted by their size) and plain accuracy, from the logits in float64."""
@@ -49,17 +61,10 @@ def test_evaluate_on_arrays_gives_the_numpy_loss_and_accuracy(as_tensors):
 
 def test_keras_loop_gets_a_dataset_without_autotuning(monkeypatch):
     model = _compiled_model()
-    received = []
-    keras_evaluate = keras.Model.evaluate
-
-    def recording(self, x=None, y=None, **kwargs):
-        received.append((x, y, kwargs["batch_size"], kwargs["sample_weight"]))
-        return keras_evaluate(self, x, y, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "evaluate", recording)
+    received = _record_calls_to(monkeypatch, "evaluate")
     model.evaluate(_images(5), np.arange(5), batch_size=2, verbose=0)
-    ((dataset, y, batch_size, sample_weight),) = received
-    assert isinstance(dataset, tf.data.Dataset) and (y, batch_size, sample_weight) == (None, None, None)
+    ((dataset, y, kwargs),) = received
+    assert isinstance(dataset, tf.data.Dataset) and (y, kwargs["batch_size"], kwargs["sample_weight"]) == (None,) * 3
     assert dataset.options().autotune.enabled is False
     assert [int(images.shape[0]) for images, _ in dataset] == [2, 2, 1]
 
@@ -67,18 +72,11 @@ def test_keras_loop_gets_a_dataset_without_autotuning(monkeypatch):
 def test_what_it_does_not_take_goes_to_keras_adapter_unchanged(monkeypatch):
     model = _compiled_model()
     images, labels = _images(5), np.arange(5)
-    received = []
-    keras_evaluate = keras.Model.evaluate
-
-    def recording(self, x=None, y=None, **kwargs):
-        received.append(x)
-        return keras_evaluate(self, x, y, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "evaluate", recording)
+    received = _record_calls_to(monkeypatch, "evaluate")
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
     model.evaluate(dataset, verbose=0)
     model.evaluate(images, labels, batch_size=2, steps=2, verbose=0)
-    assert received[0] is dataset and received[1] is images
+    assert received[0][0] is dataset and received[1][0] is images
     assert labelled_array_dataset(None, labels) is None and labelled_array_dataset(images, None, labels) is None
     with pytest.raises(ValueError, match="[Cc]ardinality|sizes"):  # Keras' own message for lengths that differ
         model.evaluate(images, labels[:4], verbose=0)
@@ -120,17 +118,11 @@ def test_fit_on_arrays_trains_as_keras_own_fit(weights):
 
 def test_fit_gives_keras_loop_its_own_adapter_without_autotuning(monkeypatch):
     model = _compiled_model()
-    received = []
-    keras_fit = keras.Model.fit
-
-    def recording(self, x=None, y=None, **kwargs):
-        received.append((x, kwargs["validation_data"], kwargs["shuffle"]))
-        return keras_fit(self, x, y, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "fit", recording)
+    received = _record_calls_to(monkeypatch, "fit")
     images, labels = _images(5), np.arange(5)
     model.fit(images, labels, batch_size=2, verbose=0, validation_data=(images, labels))
-    ((adapter, validation, shuffle),) = received
+    ((adapter, _, kwargs),) = received
+    validation, shuffle = kwargs["validation_data"], kwargs["shuffle"]
     assert adapter.get_tf_dataset().options().autotune.enabled is False and adapter.num_batches == 3
     assert validation.get_tf_dataset().options().autotune.enabled is False and shuffle is True
     assert adapter._shuffle is True and validation._shuffle is False  # Keras' own shuffling of each epoch
