@@ -430,7 +430,7 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
             # Keras' own array path, which MLPMixer.predict replaces (keras_mixer/array_input.py): the before.
             rates = predict_inference(model, config, batch_size, repeats, predict=keras.Model.predict)
             rows.append(_row("keras_predict_numpy_unpatched", rates, config, batch_size, limit32))
-            rates = evaluate_inference(model, config, batch_size, repeats)  # a dataset without autotuning
+            rates = evaluate_inference(model, config, batch_size, repeats)  # Keras' adapter, autotuning off
             rows.append(_row("keras_evaluate_numpy", rates, config, batch_size, limit32))
             rates = evaluate_inference(model, config, batch_size, repeats, evaluate=keras.Model.evaluate)
             rows.append(_row("keras_evaluate_numpy_unpatched", rates, config, batch_size, limit32))

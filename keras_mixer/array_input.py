@@ -17,8 +17,8 @@ the same callbacks and progress bar. Only one batch at a time is copied into a t
 copies the whole array first). Where it does not apply (`predicts_batches_itself`: several
 replicas, `steps_per_execution` > 1, `steps` given) `array_dataset` is the input: a dataset without
 autotuning. `MLPMixer.evaluate` keeps Keras' loop (its metrics and callbacks) and is given
-`labelled_array_dataset`: the images, labels and sample weights as one dataset without autotuning; `MLPMixer.fit`
-is given Keras' own array adapter with autotuning off (`array_adapter_without_autotuning`). Other
+Keras' own array adapter for the images, labels and sample weights with autotuning off
+(`array_adapter_without_autotuning`), and so is `MLPMixer.fit`. Other
 backends, and datasets the user built, are passed through unchanged.
 """
 
@@ -146,49 +146,21 @@ def array_dataset(x, batch_size=None):
     return _without_autotuning(tf.data.Dataset.from_tensor_slices(x).batch(batch_size or DEFAULT_BATCH_SIZE))
 
 
-def labelled_array_dataset(x, y=None, sample_weight=None, batch_size=None):
-    """`(x, y[, sample_weight])` batched as a `tf.data.Dataset` without autotuning, for `MLPMixer.evaluate`;
-    `None` where Keras' own adapter should take them: another backend, an `x`, `y` or `sample_weight` that is not
-    one in-memory array or tensor (`y` and `sample_weight` may be None), no images, or lengths that differ (Keras
-    names them in its error).
-
-    Floats other than `keras.backend.floatx()` are cast to it, as Keras' array adapter does. A probe (2-core
-    Sapphire Rapids, 2026-12-07, S/16 at 224 px, 320 random images in batches of 32, three rounds): Keras'
-    `evaluate` on NumPy arrays ran at 0.50-0.58x `predict`'s speed (float32 15.0 images/s, bfloat16 55-60), and on
-    this dataset at 0.82-0.95x (float32 25-27, bfloat16 89-100): autotuning had left the forward pass on one core,
-    as the module docstring says of `predict`.
-
-    >>> import numpy as np
-    >>> dataset = labelled_array_dataset(np.zeros((5, 4, 4, 3)), np.arange(5), batch_size=2)
-    >>> [(x.dtype.name, int(x.shape[0])) for x, _ in dataset] if dataset else [("float32", 2)] * 2 + [("float32", 1)]
-    [('float32', 2), ('float32', 2), ('float32', 1)]
-    """
-    parts = tuple(part for part in (x, y, sample_weight) if part is not None)
-    if (
-        keras.backend.backend() != "tensorflow"
-        or not is_in_memory_batch(x)
-        or (y is None and sample_weight is not None)
-        or not all(is_in_memory_batch(part) and len(part.shape) >= 1 for part in parts)
-        or len({int(part.shape[0]) for part in parts}) != 1
-        or int(x.shape[0]) == 0
-    ):
-        return None
-    import tensorflow as tf  # noqa: PLC0415  (only on the TensorFlow backend)
-
-    parts = tuple(_in_floatx(part) for part in parts)
-    dataset = tf.data.Dataset.from_tensor_slices(parts if len(parts) > 1 else parts[0])
-    return _without_autotuning(dataset.batch(batch_size or DEFAULT_BATCH_SIZE))
-
-
 def array_adapter_without_autotuning(x, y=None, sample_weight=None, batch_size=None, shuffle=False, class_weight=None):
     """Keras' own array adapter for `(x, y, sample_weight)`, whose `tf.data` dataset runs without autotuning, for
-    `MLPMixer.fit`; `None` on other backends or where `x` is not an in-memory array or tensor.
+    `MLPMixer.fit` and `MLPMixer.evaluate`; `None` on other backends or where `x` is not an in-memory array or tensor.
 
-    Keras' `fit` takes an adapter in place of `x` (and in `validation_data`) and uses it as is, so batching,
-    shuffling each epoch, sample and class weights stay Keras' own; only autotuning is off. A probe (2-core
-    Sapphire Rapids, 2026-12-07, S/16 at 224 px): `fit` on NumPy arrays ran at 0.87x a dataset without autotuning
-    in bfloat16 (batch 16, 160 images, 3 of 3 rounds; 15.1-15.3 against 17.1-17.6 images/s) and, in float32, at
-    0.55x in one round of three; with this adapter 18.6-18.9 against 18.8-19.4 (bfloat16, 3 rounds).
+    Keras' `fit` and `evaluate` take an adapter in place of `x` (and `fit` in `validation_data`) and use it as is,
+    so batching, shuffling each epoch, the cast of other floats to floatx, sample and class weights and the
+    errors for data of different lengths stay Keras' own; only autotuning is off.
+
+    Probes (2-core Sapphire Rapids, 2026-12-07, S/16 at 224 px): Keras' `evaluate` on NumPy arrays (320 random
+    images in batches of 32, three rounds) ran at 0.50-0.58x `predict`'s speed (float32 15.0 images/s, bfloat16
+    55-60), and on a dataset without autotuning at 0.82-0.95x (float32 25-27, bfloat16 89-100): autotuning had left
+    the forward pass on one core, as the module docstring says of `predict`. `fit` on NumPy arrays ran at 0.87x a
+    dataset without autotuning in bfloat16 (batch 16, 160 images, 3 of 3 rounds; 15.1-15.3 against 17.1-17.6
+    images/s) and, in float32, at 0.55x in one round of three; with this adapter 18.6-18.9 against 18.8-19.4
+    (bfloat16, 3 rounds).
 
     >>> import numpy as np
     >>> adapter = array_adapter_without_autotuning(np.zeros((5, 4, 4, 3), "float32"), np.arange(5), batch_size=2)
@@ -212,13 +184,6 @@ def array_adapter_without_autotuning(x, y=None, sample_weight=None, batch_size=N
     return WithoutAutotuning(
         x, y, sample_weight=sample_weight, batch_size=batch_size, shuffle=shuffle, class_weight=class_weight
     )
-
-
-def _in_floatx(array):
-    dtype = keras.backend.standardize_dtype(array.dtype)
-    if dtype.startswith(("float", "bfloat")) and dtype != keras.backend.floatx():
-        return keras.ops.cast(array, keras.backend.floatx())
-    return array
 
 
 def _without_autotuning(dataset):

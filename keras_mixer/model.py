@@ -23,7 +23,6 @@ from keras_mixer.array_input import (
     check_batch_size,
     check_image_batch,
     is_in_memory_batch,
-    labelled_array_dataset,
     predict_batches,
     predicts_batches_itself,
 )
@@ -230,9 +229,8 @@ class MLPMixer(keras.Model):
         An empty batch of images gives an empty (0, ...) result (Keras' predict loop runs no step on
         zero images and fails; the model itself handles them).
         """
-        check_batch_size(batch_size)
+        self._check_array_input(x, batch_size)
         if is_in_memory_batch(x):
-            check_image_batch(x, self.input_shape[1:])
             if x.shape[0] == 0:
                 return keras.ops.convert_to_numpy(self(x, training=False))
         with self._kernels_as_constants_in("predict_function"):
@@ -252,9 +250,7 @@ class MLPMixer(keras.Model):
         weights are Keras' own. With `validation_split` or `steps_per_epoch`, Keras' loop takes the arrays as usual.
         """
         if not validation_split and steps_per_epoch is None:
-            check_batch_size(batch_size)
-            if is_in_memory_batch(x):
-                check_image_batch(x, self.input_shape[1:])
+            self._check_array_input(x, batch_size)
             adapter = array_adapter_without_autotuning(x, y, sample_weight, batch_size, shuffle, class_weight)
             if adapter is not None:
                 x, y, sample_weight, class_weight = adapter, None, None, None
@@ -278,22 +274,28 @@ class MLPMixer(keras.Model):
         trace the step again.
 
         On the TensorFlow backend, images, labels and sample weights given as arrays or tensors reach Keras' loop
-        as a `tf.data` dataset without autotuning (`keras_mixer.array_input.labelled_array_dataset`): Keras' own
-        pipeline for them autotunes, which often left the forward pass on one core. The results are the same.
+        through Keras' own array adapter with `tf.data`'s autotuning off
+        (`keras_mixer.array_input.array_adapter_without_autotuning`), as in `fit`: autotuning often left the forward
+        pass on one core. The results are the same.
         Images of the wrong shape or of no numbers, or a `batch_size` that is not a positive integer, are refused
         with one `ValueError`, as in `predict`.
         """
         during_fit = kwargs.get("_use_cached_eval_dataset", False)
-        if not during_fit:  # fit's validation reads the dataset fit made
-            check_batch_size(batch_size)
-            if is_in_memory_batch(x):
-                check_image_batch(x, self.input_shape[1:])
-            dataset = None if steps is not None else labelled_array_dataset(x, y, sample_weight, batch_size)
-            if dataset is not None:
-                x, y, sample_weight, batch_size = dataset, None, None, None
+        if not during_fit:  # fit's validation reads the data fit was given
+            self._check_array_input(x, batch_size)
+            adapter = None if steps is not None else array_adapter_without_autotuning(x, y, sample_weight, batch_size)
+            if adapter is not None:
+                x, y, sample_weight = adapter, None, None
         with contextlib.nullcontext() if during_fit else self._kernels_as_constants_in("test_function"):
             return super().evaluate(x, y, batch_size=batch_size, verbose=verbose, sample_weight=sample_weight,
                                     steps=steps, callbacks=callbacks, return_dict=return_dict, **kwargs)  # fmt: skip
+
+    def _check_array_input(self, x, batch_size):
+        """One `ValueError` for a `batch_size` that is not a positive integer or None, or images given as an array
+        or tensor of the wrong shape or of no numbers (`keras_mixer.array_input`)."""
+        check_batch_size(batch_size)
+        if is_in_memory_batch(x):
+            check_image_batch(x, self.input_shape[1:])
 
     @contextlib.contextmanager
     def _kernels_as_constants_in(self, step):

@@ -1,6 +1,5 @@
-"""`MLPMixer.evaluate` and `fit` on arrays run Keras' loop without `tf.data`'s autotuning: `evaluate` on a dataset
-(`keras_mixer.array_input.labelled_array_dataset`), `fit` on Keras' own array adapter
-(`array_adapter_without_autotuning`).
+"""`MLPMixer.evaluate` and `fit` on arrays run Keras' loop on Keras' own array adapter without `tf.data`'s
+autotuning (`keras_mixer.array_input.array_adapter_without_autotuning`).
 
 The references: the loss and accuracy computed in NumPy from the model's outputs, and Keras' own `evaluate` and
 `fit` (its array adapter, autotuned) on the same model.
@@ -12,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mixer import MLPMixer
-from keras_mixer.array_input import labelled_array_dataset
+from keras_mixer.array_input import array_adapter_without_autotuning
 from tests.test_model import TINY, _images, _randomize
 
 
@@ -59,12 +58,13 @@ def test_evaluate_on_arrays_gives_the_numpy_loss_and_accuracy(as_tensors):
     np.testing.assert_allclose(unweighted, expected, atol=1e-6)
 
 
-def test_keras_loop_gets_a_dataset_without_autotuning(monkeypatch):
+def test_evaluate_gives_keras_loop_its_own_adapter_without_autotuning(monkeypatch):
     model = _compiled_model()
     received = _record_calls_to(monkeypatch, "evaluate")
     model.evaluate(_images(5), np.arange(5), batch_size=2, verbose=0)
-    ((dataset, y, kwargs),) = received
-    assert isinstance(dataset, tf.data.Dataset) and (y, kwargs["batch_size"], kwargs["sample_weight"]) == (None,) * 3
+    ((adapter, y, kwargs),) = received
+    assert (y, kwargs["sample_weight"]) == (None, None) and adapter._shuffle is False
+    dataset = adapter.get_tf_dataset()
     assert dataset.options().autotune.enabled is False
     assert [int(images.shape[0]) for images, _ in dataset] == [2, 2, 1]
 
@@ -77,7 +77,7 @@ def test_what_it_does_not_take_goes_to_keras_adapter_unchanged(monkeypatch):
     model.evaluate(dataset, verbose=0)
     model.evaluate(images, labels, batch_size=2, steps=2, verbose=0)
     assert received[0][0] is dataset and received[1][0] is images
-    assert labelled_array_dataset(None, labels) is None and labelled_array_dataset(images, None, labels) is None
+    assert array_adapter_without_autotuning(None, labels) is None
     with pytest.raises(ValueError, match="[Cc]ardinality|sizes"):  # Keras' own message for lengths that differ
         model.evaluate(images, labels[:4], verbose=0)
 
