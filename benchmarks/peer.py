@@ -8,6 +8,7 @@ interleaved with the Keras rows of the same model and batch.
 
     peer = PeerProcess(ensure_peer_venv(DEFAULT_PEER_VENV))
     row = peer.row("timm_compile", "mixer_s16", batch_size=32, repeats=3)
+    seconds = peer.gemm_seconds([((1568, 512), (512, 2048), {}, 10)], "bfloat16", repeats=3)
     peer.close()
 """
 
@@ -83,19 +84,31 @@ class PeerProcess:
             return {"error": "the peer worker exited (does that venv import torch and timm?)"}
         return json.loads(line)
 
+    def _ask(self, request):
+        """The worker's answer to one request, or {"error": why} when the worker is gone."""
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except OSError:  # the worker died on an earlier request (out of memory, say)
+            return {"error": "the peer worker exited on an earlier row"}
+        return self._read()
+
     def row(self, kind, preset, batch_size, repeats, steps=2):
         """{"row", "batch_size", "images_per_second": [per repeat]} or {"row", "batch_size", "note"}."""
         request = {"row": kind, "model": timm_name(preset), "batch_size": batch_size, "repeats": repeats,
                    "steps": steps}  # fmt: skip
-        try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-        except OSError:  # the worker died on an earlier row (out of memory, say)
-            return {"row": kind, "batch_size": batch_size, "note": "the peer worker exited on an earlier row"}
-        answer = self._read()
+        answer = self._ask(request)
         if "error" in answer:
             return {"row": kind, "batch_size": batch_size, "note": answer["error"][:200]}
         return {"row": kind, "batch_size": batch_size, "rates": [answer["images"] / s for s in answer["seconds"]]}
+
+    def gemm_seconds(self, matmuls, dtype, repeats):
+        """{"seconds": [per matmul [per repeat]]} or {"note": why}: torch's time for each (a shape, b shape,
+        flags, inner) of `matmuls`, `inner` matmuls per timed call (`benchmarks.run.peer_gemm_limit`)."""
+        answer = self._ask({"gemm": [list(m) for m in matmuls], "dtype": dtype, "repeats": repeats})
+        if "error" in answer:
+            return {"note": answer["error"][:200]}
+        return {"seconds": answer["seconds"]}
 
     def close(self):
         if self.process.poll() is None:

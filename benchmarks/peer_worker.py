@@ -4,8 +4,11 @@
 line on stdin; each answer is one JSON line on stdout, so the caller can interleave these rows with
 its own. A request: {"row": one of ROWS, "model": "mixer_s16_224", "batch_size": 32,
 "repeats": 3, "steps": 2}. An answer: {"seconds": [per repeat], "images": images per repeat} or
-{"error": "..."}. The training step is the one `benchmarks/run.py` times for Keras (the default run's): AdamW
-(weight decay 0.05), cross-entropy with label smoothing 0.1, gradients clipped to norm 1.0.
+{"error": "..."}. A GEMM request, {"gemm": [[a shape, b shape, {"transpose_a": ...}, inner], ...],
+"dtype": "bfloat16", "repeats": 3}, times torch's matmuls as `benchmarks.run.gemm_limit` times TensorFlow's:
+the answer's "seconds" holds, per matmul, the seconds per repeat of `inner` of them back to back.
+The training step is the one `benchmarks/run.py` times for Keras (the default run's): AdamW (weight decay
+0.05), cross-entropy with label smoothing 0.1, gradients clipped to norm 1.0.
 """
 
 import json
@@ -80,7 +83,25 @@ class Peer:
 
         return {"seconds": _time(train, request["repeats"]), "images": batch * steps}
 
+    def gemm(self, request):
+        torch = self.torch
+        dtype = getattr(torch, request["dtype"])
+        seconds = []
+        for a_shape, b_shape, flags, inner in request["gemm"]:
+            a, b = torch.randn(*a_shape).to(dtype), torch.randn(*b_shape).to(dtype)
+            a = a.t() if flags.get("transpose_a") else a  # a view: torch passes the layout on, as TensorFlow does
+            b = b.t() if flags.get("transpose_b") else b
+
+            def run(a=a, b=b, inner=inner):
+                for _ in range(inner):
+                    torch.mm(a, b)
+
+            seconds.append(_time(run, request["repeats"]))
+        return {"seconds": seconds}
+
     def answer(self, request):
+        if "gemm" in request:
+            return self.gemm(request)
         if request.get("row") not in ROWS:
             return {"error": f"unknown row {request.get('row')!r} (expected one of {ROWS})"}
         if request["row"].startswith("timm_train"):

@@ -13,7 +13,9 @@ Keras graph and SavedModel rows again with oneDNN's weight cache (`*_frozen_weig
 their own); training steps (synthetic batches, float32 and bfloat16; for `fashion` also the real tfds
 pipeline, in its first epoch and once its cache holds the epoch); a per-op time breakdown
 (`benchmarks/op_breakdown.py`); and, with `--peer`, timm's rows (float32 and bf16-autocast inference,
-eager and `torch.compile`, and a training step), each measured right after the Keras row it compares with.
+eager and `torch.compile`, and a training step), each measured right after the Keras row it compares with,
+and torch's GEMM limit on the same matmuls (`torch_*` in `limits`): where torch multiplies faster than
+TensorFlow, a goal against timm can need more than TensorFlow's own limit, and the targets state that ceiling.
 Every figure is min/median/max over `--repeats`; batch-1 rows add latency percentiles. Each throughput row
 shows its fraction of the float32 (or bfloat16) GEMM limit. Prints a table, writes JSON (with the CPU
 model and its bf16/int8 flags, and which targets apply to that CPU) and a PNG bar chart.
@@ -117,6 +119,39 @@ def _time_calls(function, repeats, calls=1):
     return seconds
 
 
+def gemm_plan(config, batch_size, training=False):
+    """`gemm_operands` with what timing them needs: [(a shape, b shape, flags, count, FLOPs, inner)].
+
+    `inner`: how many of that matmul one timed call runs back to back (about 0.2 GFLOP a call).
+
+    >>> config = {"image_size": 32, "patch_size": 16, "num_channels": 3, "hidden_dim": 8,
+    ...           "tokens_mlp_dim": 2, "channels_mlp_dim": 16, "num_blocks": 1, "num_classes": 5}
+    >>> gemm_plan(config, 1)[0]  # the stem, (4 x 768) @ (768 x 8): 2 * 4 * 768 * 8 FLOPs
+    ((4, 768), (768, 8), {}, 1, 49152.0, 4069)
+    """
+    plan = []
+    for a_shape, b_shape, flags, count in gemm_operands(config, batch_size, training):
+        flops = 2.0 * math.prod(a_shape) * (b_shape[0] if flags.get("transpose_b") else b_shape[1])
+        plan.append((a_shape, b_shape, flags, count, flops, max(1, int(2e8 // flops))))
+    return plan
+
+
+def limit_from_seconds(plan, seconds):
+    """min/median/max FLOP/s of a `gemm_plan` whose entry i took `seconds[i][r]` per timed call in repeat r.
+
+    >>> plan = [((2, 2), (2, 2), {}, 3, 16.0, 4)]  # 3 uses of a 16-FLOP matmul, 4 per timed call
+    >>> limit_from_seconds(plan, [[1.0, 2.0]])["max"]  # 48 FLOPs in 3 x 1.0 / 4 s at best
+    64.0
+    """
+    total_flops = sum(count * flops for _, _, _, count, flops, _ in plan)
+    repeats = len(seconds[0])
+    total_seconds = [
+        sum(count * per_call[r] / inner for (_, _, _, count, _, inner), per_call in zip(plan, seconds))
+        for r in range(repeats)
+    ]
+    return _stats([total_flops / s for s in total_seconds])
+
+
 def gemm_limit(config, batch_size, dtype, repeats, training=False):
     """FLOP/s of the model's own matmuls run back to back, min/median/max over `repeats`.
 
@@ -129,12 +164,10 @@ def gemm_limit(config, batch_size, dtype, repeats, training=False):
     """
     import tensorflow as tf  # noqa: PLC0415
 
-    total_flops, total_seconds = 0.0, [0.0] * repeats
-    for a_shape, b_shape, flags, count in gemm_operands(config, batch_size, training):
+    plan, seconds = gemm_plan(config, batch_size, training), []
+    for a_shape, b_shape, flags, _, _, inner in plan:
         a = tf.cast(tf.random.normal(a_shape), dtype)
         b = tf.cast(tf.random.normal(b_shape), dtype)
-        flops = 2.0 * math.prod(a_shape) * (b_shape[0] if flags.get("transpose_b") else b_shape[1])
-        inner = max(1, int(2e8 // flops))  # ~0.2 GFLOP per timed call
 
         @tf.function
         def run(a=a, b=b, inner=inner, flags=flags):
@@ -143,11 +176,30 @@ def gemm_limit(config, batch_size, dtype, repeats, training=False):
                 total += tf.matmul(a, b, **flags)[0, 0]
             return total
 
-        per_call = _time_calls(lambda run=run: run().numpy(), repeats)
-        for i, seconds in enumerate(per_call):
-            total_seconds[i] += count * seconds / inner
-        total_flops += count * flops
-    return _stats([total_flops / s for s in total_seconds])
+        seconds.append(_time_calls(lambda run=run: run().numpy(), repeats))
+    return limit_from_seconds(plan, seconds)
+
+
+def peer_gemm_limit(peer, config, batch_size, dtype, repeats, training=False):
+    """`gemm_limit` of torch in the peer process: the same matmuls, transposes and counts, timed the same way.
+
+    Where timm's framework multiplies faster than TensorFlow, a goal against timm can need more than 100 % of
+    TensorFlow's limit; this figure, in the same run, says so. {"note": why} when the peer could not run it.
+    """
+    plan = gemm_plan(config, batch_size, training)
+    answer = peer.gemm_seconds([(a, b, flags, inner) for a, b, flags, _, _, inner in plan], dtype, repeats)
+    if "seconds" not in answer:
+        return {"note": answer["note"]}
+    return {**limit_from_seconds(plan, answer["seconds"]), "note": f"torch {peer.versions['torch']}"}
+
+
+def _record_limit(result, peer, config, batch_size, dtype, repeats, training=False):
+    """TensorFlow's `gemm_limit`, stored in `result["limits"]` and returned; with a peer, torch's beside it."""
+    key = f"{dtype}{'_training' if training else ''}_b{batch_size}"
+    result["limits"][key] = gemm_limit(config, batch_size, dtype, repeats, training)
+    if peer is not None:
+        result["limits"][f"torch_{key}"] = peer_gemm_limit(peer, config, batch_size, dtype, repeats, training)
+    return result["limits"][key]
 
 
 def synthetic_images(config, batch_size, seed=0):
@@ -411,10 +463,8 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
     rows = result["rows"]
     with_peer = "peer" in rows_wanted and name != FASHION
     for batch_size in batch_sizes:
-        limit32 = gemm_limit(config, batch_size, "float32", repeats)
-        limit16 = gemm_limit(config, batch_size, "bfloat16", repeats)
-        result["limits"][f"float32_b{batch_size}"] = limit32
-        result["limits"][f"bfloat16_b{batch_size}"] = limit16
+        limit32 = _record_limit(result, peer if with_peer else None, config, batch_size, "float32", repeats)
+        limit16 = _record_limit(result, peer if with_peer else None, config, batch_size, "bfloat16", repeats)
         _progress(f"{name} b{batch_size}: GEMM limit {limit32['max'] / 1e9:.0f} GFLOP/s f32")
         if "keras" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats)
@@ -478,9 +528,8 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
         steps = 16 if name == FASHION else 2
         train_flops = 3 * result["flops_per_image"]  # forward + backward (2x)
         for precision in ("float32", "bfloat16"):
-            training_limit = gemm_limit(config, batch, precision, repeats, training=True)
-            result["limits"][f"{precision}_training_b{batch}"] = training_limit
-            limit = training_limit["max"]
+            peer_here = peer if with_peer else None
+            limit = _record_limit(result, peer_here, config, batch, precision, repeats, training=True)["max"]
             for xla in (False, True):
                 rates = training_step_rate(config, batch, repeats, precision, steps=steps, jit_compile=xla)
                 row = _row(f"train_{precision}{'_xla' if xla else ''}", rates, config, batch)
@@ -522,6 +571,34 @@ def target_classes(cpu_flags):
         "bfloat16": (bool(bf16), f"has {', '.join(bf16)}" if bf16 else "no AMX-BF16 or AVX512-BF16"),
         "int8": (bool(int8), f"has {', '.join(int8)}" if int8 else "no VNNI or AMX-INT8"),
     }
+
+
+def _training_ceiling(name, precision, limits, rows):
+    """Stated figures that bound a training goal against timm: TensorFlow's GEMM limit over torch's on the
+    train step's matmuls, and our step over timm's if ours ran at TensorFlow's limit (1 / timm's fraction of
+    it). A goal above that ceiling cannot be met with TensorFlow's matmuls on this CPU."""
+    figures = []
+    for key, ours in limits.items():
+        if not key.startswith(f"{precision}_training_b"):
+            continue
+        theirs = limits.get(f"torch_{key}", {})
+        figures.append(
+            (
+                f"{name} {precision} GEMM limit, train step's matmuls b{key.rsplit('_b', 1)[1]}: "
+                "TensorFlow / torch (stated as measured)",
+                _ratio(ours.get("max"), theirs.get("max")),
+            )
+        )
+    timm = next((r for r in rows if r["row"] == f"timm_train_{precision}" and "fraction_of_limit" in r), None)
+    if timm:
+        figures.append(
+            (
+                f"{name} {precision} training / timm step, if ours ran at TensorFlow's GEMM limit "
+                "(a ceiling, stated as measured)",
+                _ratio(1.0, timm["fraction_of_limit"]),
+            )
+        )
+    return figures
 
 
 def check_targets(results, agreement, cpu_flags=()):
@@ -620,6 +697,9 @@ def check_targets(results, agreement, cpu_flags=()):
                 PEER_GOALS["timm_train_bfloat16"],
                 "bfloat16",
             )
+            for precision, cpu_class in (("float32", "any"), ("bfloat16", "bfloat16")):
+                for target, value in _training_ceiling(name, precision, result.get("limits", {}), rows):
+                    add(target, value, None, cpu_class)
         add(
             f"{name} bfloat16 / float32 training (each the faster of graph, XLA)",
             _ratio(training("train_bfloat16"), training("train_float32")),
@@ -678,6 +758,15 @@ def print_table(report):
                     f"{result['model']}: time per op type, batch {result['breakdown']['batch_size']}, "
                     f"{precision} (benchmarks/op_breakdown.py)",
                 )
+    for result in report["results"]:
+        limits = result.get("limits", {})
+        if limits:
+            print(f"\n{result['model']}: GEMM limits, GFLOP/s (max of the repeats)")
+        for key, limit in limits.items():
+            if not key.startswith("torch_"):
+                torch = limits.get(f"torch_{key}", {})
+                theirs = f"   torch {torch['max'] / 1e9:7.0f}" if "max" in torch else ""
+                print(f"  {key:28s} TensorFlow {limit['max'] / 1e9:7.0f}{theirs}")
     machine = report["machine"]
     print(f"\ntargets on {machine['cpu']} ({', '.join(machine.get('cpu_flags', [])) or 'no bf16/int8 flags'}):")
     for target in report["targets"]:

@@ -30,7 +30,9 @@ from benchmarks import (
     op_breakdown,
     paths_ab,
     peer_ab,
+    peer_worker,
     precision_training_ab,
+    run,
     training_matmul_ab,
     training_norm_ab,
     xla_training_ab,
@@ -230,6 +232,87 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
         assert str(tmp_path / "out") in " ".join(argv) and with_peer == ("--peer-venv" in argv)
         with pytest.raises(Parsed):
             importlib.import_module(module).main(argv)
+
+
+def _tensorflow_products(plan):
+    """(a, b) shapes of each matmul of a `gemm_plan` as tf.matmul multiplies them (after its transposes)."""
+    for a_shape, b_shape, flags, *_ in plan:
+        a, b = np.zeros(a_shape, "float32"), np.zeros(b_shape, "float32")
+        yield (a.T if flags.get("transpose_a") else a).shape, (b.T if flags.get("transpose_b") else b).shape
+
+
+def test_the_peer_worker_times_the_same_products_as_tensorflow_inner_times_per_call():
+    plan = run.gemm_plan({**preset_config("mixer_s16"), "image_size": 64, "num_classes": 7}, 2, training=True)
+    multiplied = []
+
+    class Shape:  # stands in for a torch tensor: its shape, and a transpose that swaps it
+        def __init__(self, *shape):
+            self.shape = shape
+
+        def to(self, dtype):
+            assert dtype == "bf16"
+            return self
+
+        def t(self):
+            return Shape(*reversed(self.shape))
+
+    fake_torch = argparse.Namespace(bfloat16="bf16", randn=Shape, mm=lambda a, b: multiplied.append((a.shape, b.shape)))
+    worker = object.__new__(peer_worker.Peer)
+    worker.torch = fake_torch
+    request = {"gemm": [[a, b, flags, inner] for a, b, flags, _, _, inner in json.loads(json.dumps(plan))],
+               "dtype": "bfloat16", "repeats": 2}  # fmt: skip
+    answer = worker.answer(request)
+    assert [len(seconds) for seconds in answer["seconds"]] == [2] * len(plan)
+    expected = [pair for pair, entry in zip(_tensorflow_products(plan), plan) for _ in range(3 * entry[-1])]
+    assert multiplied == expected  # a warm-up call and two timed ones, each `inner` matmuls
+
+
+def test_the_peer_gemm_limit_counts_each_matmul_as_tensorflow_s_limit_does():
+    config = {**preset_config("mixer_s16"), "image_size": 64, "num_classes": 7}
+    plan = run.gemm_plan(config, 2, training=True)
+    step_flops = 3 * 2 * flops_per_image(config)  # forward and backward, batch 2
+
+    class Peer:  # every matmul at exactly 1 GFLOP/s in the first repeat, 0.5 in the second
+        versions = {"torch": "fake"}
+
+        def gemm_seconds(self, matmuls, dtype, repeats):
+            assert [tuple(m) for m in matmuls] == [(a, b, f, inner) for a, b, f, _, _, inner in plan]
+            flops = [2 * a[0] * a[1] * b[1] for a, b in _tensorflow_products(plan)]
+            return {"seconds": [[inner * f / 1e9, 2 * inner * f / 1e9] for f, (*_, inner) in zip(flops, matmuls)]}
+
+    limit = run.peer_gemm_limit(Peer(), config, 2, "bfloat16", repeats=2, training=True)
+    assert limit["max"] == pytest.approx(1e9) and limit["min"] == pytest.approx(0.5e9) and limit["note"] == "torch fake"
+    assert sum(count * flops for *_, count, flops, _ in plan) == step_flops
+
+    class Gone(Peer):
+        def gemm_seconds(self, matmuls, dtype, repeats):
+            return {"note": "the peer worker exited on an earlier row"}
+
+    assert run.peer_gemm_limit(Gone(), config, 2, "float32", 2) == {"note": "the peer worker exited on an earlier row"}
+
+
+def test_the_training_targets_state_the_ceiling_that_tensorflow_s_matmuls_set_against_timm():
+    limits = {
+        "float32_training_b8": {"max": 200e9},
+        "torch_float32_training_b8": {"max": 250e9, "note": "torch"},
+        "bfloat16_training_b8": {"max": 600e9},
+        "torch_bfloat16_training_b8": {"note": "worker exited"},
+    }
+
+    def row(kind, fraction):
+        return {"row": kind, "batch_size": 8, "images_per_second": {"median": 9.0}, "fraction_of_limit": fraction}
+
+    rows = [row("train_float32", 0.9), row("timm_train_float32", 0.95), row("timm_train_bfloat16", 0.8)]
+    targets = {
+        t["target"]: t
+        for t in check_targets([{"model": "mixer_s16", "rows": rows, "limits": limits}], None, ["amx_bf16"])
+    }
+    ratio = targets["mixer_s16 float32 GEMM limit, train step's matmuls b8: TensorFlow / torch (stated as measured)"]
+    assert ratio["measured"] == pytest.approx(0.8) and ratio["goal"] is None and ratio["met"] is None
+    ceiling = "training / timm step, if ours ran at TensorFlow's GEMM limit (a ceiling, stated as measured)"
+    assert targets[f"mixer_s16 float32 {ceiling}"]["measured"] == pytest.approx(1 / 0.95)
+    assert targets[f"mixer_s16 bfloat16 {ceiling}"]["measured"] == pytest.approx(1.25)
+    assert not any("bfloat16 GEMM limit" in target for target in targets)  # torch's limit is missing: no ratio
 
 
 def test_targets_apply_by_cpu_class():
