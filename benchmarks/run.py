@@ -11,7 +11,8 @@ beside it the same graph with Keras' unfused layer norm), `model.predict` and `m
 bfloat16, TFLite float32 / float16 / dynamic int8 / int8 at batch 1, the mixed_bfloat16 policy, and the
 Keras graph and SavedModel rows again with oneDNN's weight cache (`*_frozen_weights`, in a process of
 their own); training steps (synthetic batches, float32 and bfloat16; for `fashion` also the real tfds
-pipeline, in its first epoch and once its cache holds the epoch); a per-op time breakdown
+pipeline, in its first epoch and once its cache holds the epoch); `model.fit` on NumPy arrays, one epoch of
+`FIT_BATCHES` batches, beside Keras' own array path (`fit_numpy_*`, `*_unpatched`); a per-op time breakdown
 (`benchmarks/op_breakdown.py`); and, with `--peer`, timm's rows (float32 and bf16-autocast inference,
 eager and `torch.compile`, and a training step), each measured right after the Keras row it compares with,
 and torch's GEMM limit on the same matmuls (`torch_*` in `limits`): where torch multiplies faster than
@@ -50,7 +51,19 @@ from training import EXIT_BAD_INPUT  # noqa: E402
 from training.quiet import add_verbose_flag, quiet_logs  # noqa: E402
 
 FASHION = "fashion"  # the default recipe's model (training/config.py)
-ALL_ROWS = ("keras", "predict", "xla", "saved_model", "tflite", "bfloat16", "frozen", "train", "peer", "breakdown")
+ALL_ROWS = (
+    "keras",
+    "predict",
+    "xla",
+    "saved_model",
+    "tflite",
+    "bfloat16",
+    "frozen",
+    "train",
+    "fit",
+    "peer",
+    "breakdown",
+)
 # What each row group measures (the README's table names them the same way).
 PEER_INFERENCE = {"float32": ("timm_eager", "timm_compile"),
                   "bfloat16": ("timm_bfloat16_eager", "timm_bfloat16_compile")}  # fmt: skip
@@ -62,6 +75,7 @@ GOAL_BATCH_SIZE = 32  # the batch size of every inference goal (the targets' "b3
 # Row / the fastest Keras path (graph or XLA) at least this: `model.predict` within 10 %, the SavedModel
 # that TF Serving runs as fast (5 % for noise).
 EVALUATE_BATCHES = 4  # batches per `model.evaluate` call in the evaluate rows
+FIT_BATCHES = 4  # batches per `model.fit` call (one epoch) in the fit rows
 FASTEST_PATH_GOALS = {"keras_predict_numpy": 0.9, "saved_model": 0.95}
 
 
@@ -255,6 +269,22 @@ def evaluate_inference(model, config, batch_size, repeats, evaluate=None):
     evaluate = evaluate or type(compiled).evaluate
     calls = 20 if batch_size == 1 else 1
     seconds = _time_calls(lambda: evaluate(compiled, images, labels, batch_size=batch_size, verbose=0), repeats, calls)
+    return [len(images) / s for s in seconds]
+
+
+def fit_training(name, batch_size, repeats, precision="float32", fit=None):
+    """Images/s per repeat of `model.fit` for one epoch of `FIT_BATCHES` batches of NumPy images and labels, the
+    call users make (or `fit(model, images, labels, ...)` in its place): a fresh model of `name` in `precision`,
+    compiled with AdamW and a cross-entropy loss."""
+    import keras  # noqa: PLC0415
+
+    model, config = build_model(name, precision)
+    images = np.concatenate([synthetic_images(config, batch_size)] * FIT_BATCHES)
+    labels = np.arange(len(images)) % config["num_classes"]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=loss)
+    fit = fit or type(model).fit
+    seconds = _time_calls(lambda: fit(model, images, labels, batch_size=batch_size, epochs=1, verbose=0), repeats)
     return [len(images) / s for s in seconds]
 
 
@@ -544,6 +574,24 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
                     row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
                     rows.append(row)
         _progress(f"{name}: training rows done")
+    if "fit" in rows_wanted:
+        import keras  # noqa: PLC0415
+
+        batch = train_batch if name != FASHION else 128
+        for precision in ("float32", "bfloat16"):
+            key = f"{precision}_training_b{batch}"
+            if key not in result["limits"]:
+                result["limits"][key] = gemm_limit(config, batch, precision, repeats, training=True)
+            # Our adapter (autotuning off), then Keras' own array path, `keras.Model.fit`.
+            for suffix, fit in (("", None), ("_unpatched", keras.Model.fit)):
+                row = _row(
+                    f"fit_numpy_{precision}{suffix}", fit_training(name, batch, repeats, precision, fit), config, batch
+                )
+                row["fraction_of_limit"] = (
+                    row["images_per_second"]["median"] * 3 * result["flops_per_image"] / result["limits"][key]["max"]
+                )
+                rows.append(row)
+        _progress(f"{name}: fit rows done")
     return result
 
 
@@ -717,6 +765,16 @@ def check_targets(results, agreement, cpu_flags=()):
         if name == "mixer_s16":
             train32 = next((r for r in rows if r["row"] == "train_float32"), None)
             add("mixer_s16 float32 training / training GEMM limit", train32 and train32["fraction_of_limit"], 0.85)
+        for precision, cpu_class in (("float32", "any"), ("bfloat16", "bfloat16")):
+            add(
+                f"{name} {precision} fit(NumPy) / fit through Keras' own array path (stated as measured)",
+                _ratio(
+                    training(f"fit_numpy_{precision}", with_xla=False),
+                    training(f"fit_numpy_{precision}_unpatched", with_xla=False),
+                ),
+                None,
+                cpu_class,
+            )
         pipeline = training("train_float32_tfds_pipeline")
         if pipeline:
             synthetic = training("train_float32", with_xla=False)  # all three graph mode

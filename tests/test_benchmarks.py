@@ -315,6 +315,26 @@ def test_the_training_targets_state_the_ceiling_that_tensorflow_s_matmuls_set_ag
     assert not any("bfloat16 GEMM limit" in target for target in targets)  # torch's limit is missing: no ratio
 
 
+def test_the_fit_rows_time_one_epoch_of_numpy_batches_and_state_our_path_against_keras_own():
+    calls = []
+
+    def spy(model, images, labels, **kwargs):  # in place of `fit`: what the row passes it
+        calls.append((model.compute_dtype, type(images), images.shape, labels.shape, kwargs))
+
+    rates = run.fit_training("fashion", 3, repeats=2, precision="bfloat16", fit=spy)
+    assert len(rates) == 2 and min(rates) > 0 and len(calls) == 3  # a warm-up call, then one per repeat
+    dtype, kind, image_shape, label_shape, kwargs = calls[0]
+    assert dtype == "bfloat16" and kind is np.ndarray and kwargs == {"batch_size": 3, "epochs": 1, "verbose": 0}
+    assert image_shape == (3 * run.FIT_BATCHES, 28, 28, 1) and label_shape == (3 * run.FIT_BATCHES,)
+
+    def row(kind, rate):
+        return {"row": kind, "batch_size": 8, "images_per_second": {"median": rate}, "fraction_of_limit": 0.5}
+
+    rows = [row("fit_numpy_float32", 9.0), row("fit_numpy_float32_unpatched", 6.0)]
+    targets = {t["target"]: t["measured"] for t in check_targets([{"model": "fashion", "rows": rows}], None)}
+    assert targets["fashion float32 fit(NumPy) / fit through Keras' own array path (stated as measured)"] == 1.5
+
+
 def test_targets_apply_by_cpu_class():
     assert target_classes(["avx2"])["bfloat16"] == (False, "no AMX-BF16 or AVX512-BF16")
     assert target_classes(["amx_bf16", "avx512_bf16"])["bfloat16"] == (True, "has amx_bf16, avx512_bf16")
