@@ -103,6 +103,15 @@ def test_a_corrupt_jpeg_gets_one_line_of_ours_and_none_of_libjpegs(deployed, tmp
     assert err.strip() == "1 of 1 file(s) could not be classified.", err
 
 
+def test_a_tflite_model_classifies_quietly_without_litert_s_delegate_line(deployed):
+    tmp, _ = deployed
+    # A process of its own: LiteRT prints its line once per process, so an earlier test's interpreter would hide it.
+    model = tmp / "exports" / "photos" / "tflite" / "1" / "float32.tflite"
+    result = run_module("training.predict", "--model", model, tmp / "photos" / "dog" / "3.gif")
+    assert result.returncode == 0, result.stderr
+    assert "3.gif" in result.stdout and result.stderr == "", result.stderr
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

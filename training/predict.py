@@ -109,7 +109,8 @@ class Classifier:
         from keras_mixer.export import read_class_names  # noqa: PLC0415
         from keras_mixer.lite import TFLiteClassifier  # noqa: PLC0415
 
-        with _load_errors_named(self.path, "TFLite file"):
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when the interpreter is made.
+        with _load_errors_named(self.path, "TFLite file"), native_stderr_silenced():
             self.model = TFLiteClassifier(self.path)
         _, height, width, self.num_channels = self.model.input_shape
         self.image_size = (height, width)
