@@ -837,6 +837,21 @@ def print_table(report):
         print(f"  {target['target']:64s} {value:>12s} ({goal})  {status}")
 
 
+def _plot_limits(axis, limits):
+    """TensorFlow's GEMM limit beside torch's on the same matmuls, for each limit the peer measured too."""
+    keys = [key for key in limits if "max" in limits.get(f"torch_{key}", {})]
+    positions = np.arange(len(keys))
+    for offset, label, prefix, color in ((-0.2, "TensorFlow", "", "tab:blue"), (0.2, "torch", "torch_", "tab:orange")):
+        values = [limits[f"{prefix}{key}"]["max"] / 1e9 for key in keys]
+        axis.barh(positions + offset, values, height=0.4, label=label, color=color)
+    axis.set_yticks(positions, keys)
+    axis.invert_yaxis()
+    axis.set_xlabel("GEMM limit, GFLOP/s (max of the repeats), same matmuls")
+    axis.set_title("the frameworks' matmuls" if keys else "no torch limits for this model")
+    if keys:
+        axis.legend()
+
+
 def plot(report, path):
     import matplotlib  # noqa: PLC0415
 
@@ -844,7 +859,11 @@ def plot(report, path):
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     results = report["results"]
-    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    with_torch = any(key.startswith("torch_") for result in results for key in result.get("limits", {}))
+    panels = 2 if with_torch else 1
+    figure, axes = plt.subplots(panels, len(results), figsize=(6 * len(results), 4.5 * panels), squeeze=False)
+    for axis, result in zip(axes[-1] if with_torch else (), results):
+        _plot_limits(axis, result.get("limits", {}))
     for axis, result in zip(axes[0], results):
         rows = [r for r in result["rows"] if "images_per_second" in r]
         labels = [f"{r['row']} b{r['batch_size']}" for r in rows]

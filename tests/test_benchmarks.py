@@ -335,6 +335,28 @@ def test_the_fit_rows_time_one_epoch_of_numpy_batches_and_state_our_path_against
     assert targets["fashion float32 fit(NumPy) / fit through Keras' own array path (stated as measured)"] == 1.5
 
 
+def test_the_plot_adds_a_panel_of_both_frameworks_gemm_limits_when_the_peer_measured_them(monkeypatch, tmp_path):
+    saved = []
+    monkeypatch.setattr(run, "save_figure_atomically", lambda figure, path: saved.append(figure))
+    row = {"row": "train_float32", "batch_size": 8, "images_per_second": {"median": 9.0, "min": 8.0, "max": 9.5}}
+    limits = {
+        "float32_training_b8": {"max": 2e11},
+        "torch_float32_training_b8": {"max": 3e11},
+        "float32_b8": {"max": 1e11},
+    }
+    report = {"machine": {"cpu": "test CPU", "cores": 2}, "results": [
+        {"model": "mixer_s16", "flops_per_image": 7.5e9, "rows": [row], "limits": limits}]}  # fmt: skip
+    run.plot(report, tmp_path / "b.png")
+    without_peer = {**report["results"][0], "limits": {"float32_b8": {"max": 1e11}}}
+    run.plot({**report, "results": [without_peer]}, tmp_path / "c.png")
+    with_torch, without = saved
+    _, panel = with_torch.axes
+    assert panel.get_title() == "the frameworks' matmuls" and len(without.axes) == 1
+    labels = [tick.get_text() for tick in panel.get_yticklabels()]
+    assert labels == ["float32_training_b8"]  # float32_b8 has no torch figure
+    assert sorted(bar.get_width() for bar in panel.patches) == [200.0, 300.0]  # GFLOP/s
+
+
 def test_targets_apply_by_cpu_class():
     assert target_classes(["avx2"])["bfloat16"] == (False, "no AMX-BF16 or AVX512-BF16")
     assert target_classes(["amx_bf16", "avx512_bf16"])["bfloat16"] == (True, "has amx_bf16, avx512_bf16")
