@@ -207,13 +207,32 @@ def peer_gemm_limit(peer, config, batch_size, dtype, repeats, training=False):
     return {**limit_from_seconds(plan, answer["seconds"]), "note": f"torch {peer.versions['torch']}"}
 
 
+def _limit_key(dtype, batch_size, training=False):
+    """The name of a GEMM limit in the report's `limits` (torch's: the same with `torch_` before it)."""
+    return f"{dtype}{'_training' if training else ''}_b{batch_size}"
+
+
 def _record_limit(result, peer, config, batch_size, dtype, repeats, training=False):
     """TensorFlow's `gemm_limit`, stored in `result["limits"]` and returned; with a peer, torch's beside it."""
-    key = f"{dtype}{'_training' if training else ''}_b{batch_size}"
+    key = _limit_key(dtype, batch_size, training)
     result["limits"][key] = gemm_limit(config, batch_size, dtype, repeats, training)
     if peer is not None:
         result["limits"][f"torch_{key}"] = peer_gemm_limit(peer, config, batch_size, dtype, repeats, training)
     return result["limits"][key]
+
+
+def _training_row(kind, rates, config, batch_size, limit):
+    """`_row` of a training rate, its fraction of the training GEMM limit `limit` (FLOP/s) counting the forward
+    and the backward pass (3x the forward FLOPs)."""
+    row = _row(kind, rates, config, batch_size)
+    row["fraction_of_limit"] = row["images_per_second"]["median"] * 3 * flops_per_image(config) / limit
+    return row
+
+
+def _labelled_images(config, batch_size, batches):
+    """(images, labels): `batches` batches of `synthetic_images` as one NumPy array, and integer labels."""
+    images = np.concatenate([synthetic_images(config, batch_size)] * batches)
+    return images, np.arange(len(images)) % config["num_classes"]
 
 
 def synthetic_images(config, batch_size, seed=0):
@@ -261,8 +280,7 @@ def evaluate_inference(model, config, batch_size, repeats, evaluate=None):
     cross-entropy loss."""
     import keras  # noqa: PLC0415
 
-    images = np.concatenate([synthetic_images(config, batch_size)] * EVALUATE_BATCHES)
-    labels = np.arange(len(images)) % config["num_classes"]
+    images, labels = _labelled_images(config, batch_size, EVALUATE_BATCHES)
     compiled = type(model).from_config(model.get_config())
     compiled.set_weights(model.get_weights())
     compiled.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -279,8 +297,7 @@ def fit_training(name, batch_size, repeats, precision="float32", fit=None):
     import keras  # noqa: PLC0415
 
     model, config = build_model(name, precision)
-    images = np.concatenate([synthetic_images(config, batch_size)] * FIT_BATCHES)
-    labels = np.arange(len(images)) % config["num_classes"]
+    images, labels = _labelled_images(config, batch_size, FIT_BATCHES)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=loss)
     fit = fit or type(model).fit
@@ -553,44 +570,32 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
             rates, latencies, size = tflite_inference(model, config, mode, repeats, folder)
             rows.append(_row(f"tflite_{mode}", rates, config, 1, limit, latencies, note=f"{size / 2**20:.1f} MiB"))
         _progress(f"{name}: TFLite rows done")
+    batch = train_batch if name != FASHION else 128  # the train and fit rows' batch size
     if "train" in rows_wanted:
-        batch = train_batch if name != FASHION else 128
         steps = 16 if name == FASHION else 2
-        train_flops = 3 * result["flops_per_image"]  # forward + backward (2x)
         for precision in ("float32", "bfloat16"):
             peer_here = peer if with_peer else None
             limit = _record_limit(result, peer_here, config, batch, precision, repeats, training=True)["max"]
             for xla in (False, True):
                 rates = training_step_rate(config, batch, repeats, precision, steps=steps, jit_compile=xla)
-                row = _row(f"train_{precision}{'_xla' if xla else ''}", rates, config, batch)
-                row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
-                rows.append(row)
+                rows.append(_training_row(f"train_{precision}{'_xla' if xla else ''}", rates, config, batch, limit))
             if with_peer:
                 rows += _peer_rows(peer, (f"timm_train_{precision}",), name, batch, repeats, config, limit, steps, 3)
             if name == FASHION and precision == "float32":
                 rates = fashion_pipeline_training_rates(config, batch, repeats, steps, data_dir)
                 for kind, kind_rates in zip(("train_float32_tfds_first_epoch", "train_float32_tfds_pipeline"), rates):
-                    row = _row(kind, kind_rates, config, batch)
-                    row["fraction_of_limit"] = row["images_per_second"]["median"] * train_flops / limit
-                    rows.append(row)
+                    rows.append(_training_row(kind, kind_rates, config, batch, limit))
         _progress(f"{name}: training rows done")
     if "fit" in rows_wanted:
         import keras  # noqa: PLC0415
 
-        batch = train_batch if name != FASHION else 128
         for precision in ("float32", "bfloat16"):
-            key = f"{precision}_training_b{batch}"
-            if key not in result["limits"]:
-                result["limits"][key] = gemm_limit(config, batch, precision, repeats, training=True)
+            limit = result["limits"].get(_limit_key(precision, batch, training=True))
+            limit = (limit or _record_limit(result, None, config, batch, precision, repeats, training=True))["max"]
             # Our adapter (autotuning off), then Keras' own array path, `keras.Model.fit`.
             for suffix, fit in (("", None), ("_unpatched", keras.Model.fit)):
-                row = _row(
-                    f"fit_numpy_{precision}{suffix}", fit_training(name, batch, repeats, precision, fit), config, batch
-                )
-                row["fraction_of_limit"] = (
-                    row["images_per_second"]["median"] * 3 * result["flops_per_image"] / result["limits"][key]["max"]
-                )
-                rows.append(row)
+                rates = fit_training(name, batch, repeats, precision, fit)
+                rows.append(_training_row(f"fit_numpy_{precision}{suffix}", rates, config, batch, limit))
         _progress(f"{name}: fit rows done")
     return result
 
