@@ -216,6 +216,14 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
     )  # fmt: skip
     assert bare.returncode == 2 and "has no tensorflow or no keras" in bare.stderr, bare.stderr
     assert not (tmp_path / "bare").exists()
+    for words in steps:
+        with_peer = words[words.index("-m") + 1] in ("benchmarks.run", "benchmarks.peer_ab")
+        assert str(tmp_path / "out") in " ".join(words) and with_peer == ("--peer-venv" in words)
+    _assert_each_program_parses_its_arguments(steps, monkeypatch)
+
+
+def _assert_each_program_parses_its_arguments(steps, monkeypatch):
+    """Each step's `python -m benchmarks.X ARGS` words: X's own parser accepts ARGS (stopped right after)."""
 
     class Parsed(Exception):
         pass
@@ -229,11 +237,33 @@ def test_every_cpu_check_step_is_a_command_its_program_accepts(tmp_path, monkeyp
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     for words in steps:
         module = words[words.index("-m") + 1]
-        argv = words[words.index("-m") + 2 :]
-        with_peer = module in ("benchmarks.run", "benchmarks.peer_ab")
-        assert str(tmp_path / "out") in " ".join(argv) and with_peer == ("--peer-venv" in argv)
         with pytest.raises(Parsed):
-            importlib.import_module(module).main(argv)
+            importlib.import_module(module).main(words[words.index("-m") + 2 :])
+
+
+def test_next_tensorflow_alternates_the_pinned_and_the_newer_tensorflow_step_by_step(tmp_path, monkeypatch):
+    checkout = tmp_path / "checkout"
+    (checkout / "benchmarks").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "benchmarks", "next_tensorflow.sh"), checkout / "benchmarks")
+    next_venv, out = tmp_path / "next-venv", tmp_path / "out"
+    env = {**os.environ, "NEXT_TF_DRY_RUN": "1", "NEXT_TF_VENV": str(next_venv), "PEER_VENV": str(tmp_path / "peer")}
+    script = ["bash", str(checkout / "benchmarks" / "next_tensorflow.sh"), str(out)]
+    bare = subprocess.run(script, capture_output=True, text=True, env=env, check=False)
+    assert bare.returncode == 2 and "(.venv/bin/python)" in bare.stderr and not out.exists(), bare.stderr
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / ".venv" / "bin" / "python").write_text("#!/bin/sh\necho 3.15.1\n")  # .venv's Keras version
+    (checkout / ".venv" / "bin" / "python").chmod(0o755)
+    dry = subprocess.run(script, capture_output=True, text=True, env=env, check=False)
+    assert dry.returncode == 0, dry.stderr
+    lines = [line.split("] ", 1)[1] for line in dry.stdout.splitlines()]
+    assert lines[0] == f"making {next_venv}: tf-nightly==2.23.0.dev20261026, keras==3.15.1" and not next_venv.exists()
+    steps = [line.split() for line in lines if " -m benchmarks." in line]
+    assert [words[0] for words in steps] == [".venv/bin/python", f"{next_venv}/bin/python"] * 3
+    assert [words[2] for words in steps] == ["benchmarks.run"] * 2 + ["benchmarks.peer_ab"] * 4
+    for pinned, newer in zip(steps[::2], steps[1::2]):  # the same step, into its own JSON
+        assert [w.replace("_pinned", "_next") for w in pinned[1:]] == newer[1:] and "--peer-venv" in pinned
+    assert all(str(out) in " ".join(words) for words in steps) and (out / "lscpu.txt").exists()
+    _assert_each_program_parses_its_arguments(steps, monkeypatch)
 
 
 def _tensorflow_products(plan):
