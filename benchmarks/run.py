@@ -882,7 +882,9 @@ def plot(report, path):
         axis.set_xlabel("images / s (median, min-max)")
         axis.set_title(f"{result['model']} ({result['flops_per_image'] / 1e9:.2f} GFLOP/image)")
         axis.invert_yaxis()
-    figure.suptitle(f"{report['machine']['cpu']} ({report['machine']['cores']} cores)", fontsize=9)
+    machine = report["machine"]
+    tensorflow = f", TensorFlow {machine['tensorflow']}" if machine.get("tensorflow") else ""
+    figure.suptitle(f"{machine['cpu']} ({machine['cores']} cores){tensorflow}", fontsize=9)
     figure.tight_layout()
     save_figure_atomically(figure, path)
 

@@ -376,7 +376,7 @@ def test_the_plot_adds_a_panel_of_both_frameworks_gemm_limits_when_the_peer_meas
         "torch_float32_training_b8": {"max": 3e11},
         "float32_b8": {"max": 1e11},
     }
-    report = {"machine": {"cpu": "test CPU", "cores": 2}, "results": [
+    report = {"machine": {"cpu": "test CPU", "cores": 2, "tensorflow": "2.21.0"}, "results": [
         {"model": "mixer_s16", "flops_per_image": 7.5e9, "rows": [row], "limits": limits}]}  # fmt: skip
     run.plot(report, tmp_path / "b.png")
     without_peer = {**report["results"][0], "limits": {"float32_b8": {"max": 1e11}}}
@@ -384,6 +384,7 @@ def test_the_plot_adds_a_panel_of_both_frameworks_gemm_limits_when_the_peer_meas
     with_torch, without = saved
     _, panel = with_torch.axes
     assert panel.get_title() == "the frameworks' matmuls" and len(without.axes) == 1
+    assert with_torch._suptitle.get_text() == "test CPU (2 cores), TensorFlow 2.21.0"  # figures differ by version
     labels = [tick.get_text() for tick in panel.get_yticklabels()]
     assert labels == ["float32_training_b8"]  # float32_b8 has no torch figure
     assert sorted(bar.get_width() for bar in panel.patches) == [200.0, 300.0]  # GFLOP/s
