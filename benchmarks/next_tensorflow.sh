@@ -17,7 +17,8 @@
 # for the newer one (each JSON's machine names its version), with the log (next_tensorflow.log, each
 # TensorFlow's oneDNN version in it) and lscpu beside them. About 9 minutes on the
 # 2-core Sapphire Rapids (2026-12-07), the new venv's install (about a minute, 2.4 GB) apart.
-# NEXT_TF_DRY_RUN=1 prints the steps without making the venv or running them.
+# NEXT_TF_DRY_RUN=1 prints the steps without making the venv or running them. A folder in NEXT_TF_VENV that this
+# script did not make is refused, never replaced; two runs into one FOLDER at once are refused too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/next_tensorflow}
@@ -28,6 +29,11 @@ if [ ! -x .venv/bin/python ]; then
   exit 2
 fi
 mkdir -p "$out"
+exec 9>"$out/.lock"
+if ! flock -n 9; then
+  echo "error: another next_tensorflow.sh is writing into $out; wait for it or name another folder" >&2
+  exit 2
+fi
 log=$out/next_tensorflow.log
 peer=()
 if [ -n "${PEER_VENV:-}" ]; then peer=(--peer-venv "$PEER_VENV"); fi
@@ -40,18 +46,25 @@ run() {  # run COMMAND...: logged; a failure is logged and the next step still r
   "$@" >>"$log" 2>&1 || say "exit $?"
 }
 
-make_next_venv() {
-  if [ -x "$next_venv/bin/python" ]; then return; fi
-  local keras
+make_next_venv() {  # marked as made only at the end, so that a killed install is made again, not taken for one
+  local made=$next_venv/.made_by_next_tensorflow making=$next_venv/.making_by_next_tensorflow keras want
   keras=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('keras'))") || return 1
+  want="$next_tf keras==$keras"
+  if [ -f "$made" ] && [ "$(cat "$made")" = "$want" ]; then return; fi
+  if [ -e "$next_venv" ] && [ ! -f "$made" ] && [ ! -f "$making" ]; then
+    say "error: $next_venv exists and was not made by this script; name another folder in NEXT_TF_VENV"
+    return 1
+  fi
   say "making $next_venv: $next_tf, keras==$keras"
   if [ -n "${NEXT_TF_DRY_RUN:-}" ]; then return; fi
+  rm -rf "$next_venv" && mkdir -p "$next_venv" && echo "$want" >"$making" || return 1
   # tf-nightly asks for keras-nightly; .venv's Keras replaces it, so that only TensorFlow differs.
   python3 -m venv "$next_venv" &&
     "$next_venv/bin/pip" install -q "$next_tf" matplotlib tqdm >>"$log" 2>&1 &&
     "$next_venv/bin/pip" uninstall -q -y keras-nightly >>"$log" 2>&1 &&
-    "$next_venv/bin/pip" install -q "keras==$keras" >>"$log" 2>&1 ||
-    { say "error: could not make $next_venv (its pip output is in $log)"; rm -rf "$next_venv"; return 1; }
+    "$next_venv/bin/pip" install -q "keras==$keras" >>"$log" 2>&1 &&
+    mv "$making" "$made" ||
+    { say "error: could not make $next_venv (its pip output is in $log)"; return 1; }
 }
 
 onednn_version() {  # the oneDNN that a python's TensorFlow carries, from oneDNN's own verbose line

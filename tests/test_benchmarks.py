@@ -5,6 +5,7 @@ the suite runs, measures, and reports each row with its statistics.
 """
 
 import argparse
+import fcntl
 import importlib
 import json
 import math
@@ -264,6 +265,18 @@ def test_next_tensorflow_alternates_the_pinned_and_the_newer_tensorflow_step_by_
         assert [w.replace("_pinned", "_next") for w in pinned[1:]] == newer[1:] and "--peer-venv" in pinned
     assert all(str(out) in " ".join(words) for words in steps) and (out / "lscpu.txt").exists()
     _assert_each_program_parses_its_arguments(steps, monkeypatch)
+    next_venv.mkdir()  # a folder the script did not make: refused, not replaced
+    (next_venv / "keep").write_text("theirs")
+    foreign = subprocess.run(script, capture_output=True, text=True, env=env, check=False)
+    assert foreign.returncode == 1 and "was not made by this script" in foreign.stdout, foreign.stdout
+    assert (next_venv / "keep").read_text() == "theirs"
+    (next_venv / ".made_by_next_tensorflow").write_text("tf-nightly==2.23.0.dev20261026 keras==3.15.1\n")
+    made = subprocess.run(script, capture_output=True, text=True, env=env, check=False)
+    assert made.returncode == 0 and "making" not in made.stdout and made.stdout.count(" -m benchmarks.") == 6
+    with open(out / ".lock") as lock:  # a run writing into the folder holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        second = subprocess.run(script, capture_output=True, text=True, env=env, check=False)
+    assert second.returncode == 2 and "another next_tensorflow.sh is writing into" in second.stderr
 
 
 def _tensorflow_products(plan):
