@@ -509,9 +509,10 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
     result = {"model": name, "config": config, "flops_per_image": flops_per_image(config), "limits": {}, "rows": []}
     rows = result["rows"]
     with_peer = "peer" in rows_wanted and name != FASHION
+    limit_peer = peer if with_peer else None  # torch's GEMM limits beside TensorFlow's
     for batch_size in batch_sizes:
-        limit32 = _record_limit(result, peer if with_peer else None, config, batch_size, "float32", repeats)
-        limit16 = _record_limit(result, peer if with_peer else None, config, batch_size, "bfloat16", repeats)
+        limit32 = _record_limit(result, limit_peer, config, batch_size, "float32", repeats)
+        limit16 = _record_limit(result, limit_peer, config, batch_size, "bfloat16", repeats)
         _progress(f"{name} b{batch_size}: GEMM limit {limit32['max'] / 1e9:.0f} GFLOP/s f32")
         if "keras" in rows_wanted:
             rates, latencies = keras_inference(model, config, batch_size, repeats)
@@ -574,8 +575,7 @@ def _measure_model(name, folder, batch_sizes, repeats, rows_wanted, data_dir, tr
     if "train" in rows_wanted:
         steps = 16 if name == FASHION else 2
         for precision in ("float32", "bfloat16"):
-            peer_here = peer if with_peer else None
-            limit = _record_limit(result, peer_here, config, batch, precision, repeats, training=True)["max"]
+            limit = _record_limit(result, limit_peer, config, batch, precision, repeats, training=True)["max"]
             for xla in (False, True):
                 rates = training_step_rate(config, batch, repeats, precision, steps=steps, jit_compile=xla)
                 rows.append(_training_row(f"train_{precision}{'_xla' if xla else ''}", rates, config, batch, limit))
