@@ -21,6 +21,10 @@
 # script did not make is refused, never replaced; two runs into one FOLDER at once are refused too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ $# -gt 1 ]; then
+  echo "error: expected at most one argument, the output folder; got $#: $*" >&2
+  exit 2
+fi
 out=${1:-benchmarks/next_tensorflow}
 next_tf=${NEXT_TF:-tf-nightly==2.23.0.dev20261026}
 next_venv=${NEXT_TF_VENV:-$HOME/.cache/keras_mixer/next-tf-venv}
@@ -28,7 +32,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "error: expected the README's set-up here (.venv/bin/python), the TensorFlow to compare with; found none" >&2
   exit 2
 fi
-mkdir -p "$out"
+if ! mkdir -p "$out" 2>/dev/null || [ ! -w "$out" ]; then
+  echo "error: the output folder '$out' cannot be made or written to" >&2
+  exit 2
+fi
 exec 9>"$out/.lock"
 if ! flock -n 9; then
   echo "error: another next_tensorflow.sh is writing into $out; wait for it or name another folder" >&2

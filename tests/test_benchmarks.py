@@ -256,6 +256,13 @@ def test_next_tensorflow_alternates_the_pinned_and_the_newer_tensorflow_step_by_
     (checkout / ".venv" / "bin").mkdir(parents=True)
     (checkout / ".venv" / "bin" / "python").write_text("#!/bin/sh\necho 3.15.1\n")  # .venv's Keras version
     (checkout / ".venv" / "bin" / "python").chmod(0o755)
+    (tmp_path / "a_file").write_text("")
+    for words, message in (
+        ([str(out), "extra"], "at most one argument"),
+        ([str(tmp_path / "a_file" / "out")], "cannot be made or written to"),
+    ):
+        wrong = subprocess.run([*script[:2], *words], capture_output=True, text=True, env=env, check=False)
+        assert wrong.returncode == 2 and message in wrong.stderr and not out.exists(), wrong.stderr
     dry = subprocess.run(script, capture_output=True, text=True, env=env, check=False)
     assert dry.returncode == 0, dry.stderr
     lines = [line.split("] ", 1)[1] for line in dry.stdout.splitlines()]
